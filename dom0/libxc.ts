@@ -1,0 +1,243 @@
+/**
+ * Dom0's control library (the role of libxc): domctl, sysctl and foreign
+ * mappings over the raw hypercall interface, built on the shared guest library.
+ * Errors come back as XenError with Xen's errno.
+ */
+import {
+  DOMCTL_U, VCPU_GUEST_CONTEXT, VGCF_online, XEN_DOMCTL, XEN_DOMCTL_CREATEDOMAIN, XEN_DOMCTL_GETDOMAININFO,
+  XEN_DOMCTL_INTERFACE_VERSION, XEN_DOMCTL_MAX_MEM, XEN_DOMCTL_MAX_VCPUS, XEN_DOMCTL_VCPUCONTEXT,
+  XEN_DOMINF_dying, XEN_DOMINF_paused, XEN_DOMINF_shutdown, XEN_DOMINF_shutdownmask, XEN_DOMINF_shutdownshift,
+  XEN_DOMINF_blocked, XEN_DOMINF_running,
+} from '../shared/abi/domctl.ts';
+import {
+  SYSCTL_U, XEN_SYSCTL, XEN_SYSCTL_GETDOMAININFOLIST, XEN_SYSCTL_INTERFACE_VERSION, XEN_SYSCTL_PHYSINFO,
+  XEN_SYSCTL_READCONSOLE, XEN_SYSCTL_SCHED_ID,
+} from '../shared/abi/sysctl.ts';
+import { XEN_ADD_TO_PHYSMAP_BATCH } from '../shared/abi/memory.ts';
+import { EAGAIN } from '../shared/errno.ts';
+import { check, Xen } from '../shared/guest/xen.ts';
+import {
+  XENMAPSPACE_gmfn_foreign, XENMEM_add_to_physmap_batch, XEN_DOMCTL_createdomain, XEN_DOMCTL_destroydomain,
+  XEN_DOMCTL_getdomaininfo, XEN_DOMCTL_max_mem, XEN_DOMCTL_max_vcpus, XEN_DOMCTL_pausedomain,
+  XEN_DOMCTL_setvcpucontext, XEN_DOMCTL_unpausedomain, XEN_SYSCTL_getdomaininfolist, XEN_SYSCTL_physinfo,
+  XEN_SYSCTL_readconsole, XEN_SYSCTL_sched_id, __HYPERVISOR_domctl, __HYPERVISOR_memory_op, __HYPERVISOR_sysctl,
+} from '../shared/hypercall.ts';
+import { StructView, type Fields, type Layout } from '../shared/layout.ts';
+import { DOMID_SELF, PAGE_SIZE } from '../shared/types.ts';
+
+export interface DomainInfo {
+  readonly domid: number;
+  readonly flags: number;
+  readonly dying: boolean;
+  readonly shutdown: boolean;
+  readonly shutdownReason: number;
+  readonly paused: boolean;
+  readonly blocked: boolean;
+  readonly running: boolean;
+  readonly totPages: number;
+  readonly maxPages: number;
+  readonly cpuTimeNs: bigint;
+  readonly onlineVcpus: number;
+  readonly maxVcpuId: number;
+  readonly sharedInfoFrame: number;
+  readonly handle: Uint8Array;
+}
+
+export interface PhysInfo {
+  readonly nrCpus: number;
+  readonly totalPages: number;
+  readonly freePages: number;
+  readonly cpuKhz: number;
+  readonly capabilities: number;
+}
+
+export interface CreateDomainOptions {
+  readonly domid?: number;
+  readonly maxVcpus?: number;
+  readonly flags?: number;
+  readonly handle?: Uint8Array;
+  readonly ssidref?: number;
+}
+
+function toDomainInfo(v: StructView<typeof XEN_DOMCTL_GETDOMAININFO.fields>): DomainInfo {
+  const flags = v.get('flags');
+  return {
+    domid: v.get('domain'),
+    flags,
+    dying: (flags & XEN_DOMINF_dying) !== 0,
+    shutdown: (flags & XEN_DOMINF_shutdown) !== 0,
+    shutdownReason: (flags >>> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask,
+    paused: (flags & XEN_DOMINF_paused) !== 0,
+    blocked: (flags & XEN_DOMINF_blocked) !== 0,
+    running: (flags & XEN_DOMINF_running) !== 0,
+    totPages: v.get('tot_pages'),
+    maxPages: v.get('max_pages'),
+    cpuTimeNs: v.getBig('cpu_time'),
+    onlineVcpus: v.get('nr_online_vcpus'),
+    maxVcpuId: v.get('max_vcpu_id'),
+    sharedInfoFrame: v.get('shared_info_frame'),
+    handle: v.bytes('handle').slice(),
+  };
+}
+
+export class XenCtrl {
+  constructor(readonly xen: Xen) {}
+
+  /** Issue a domctl: returns the raw status and the struct as the hypervisor left it. */
+  domctlRaw(cmd: number, domid: number, fill?: (u: Uint8Array) => void): { rc: number; op: StructView<typeof XEN_DOMCTL.fields> } {
+    const op = StructView.alloc(XEN_DOMCTL).set('cmd', cmd).set('interface_version', XEN_DOMCTL_INTERFACE_VERSION).set('domain', domid);
+    fill?.(op.bytes('u'));
+    const rc = this.xen.k.hypercall(__HYPERVISOR_domctl, this.xen.put(op));
+    return { rc, op: this.xen.get(XEN_DOMCTL) };
+  }
+
+  private domctl(name: string, cmd: number, domid: number, fill?: (u: Uint8Array) => void): StructView<typeof XEN_DOMCTL.fields> {
+    const { rc, op } = this.domctlRaw(cmd, domid, fill);
+    check(`domctl(${name}, d${domid})`, rc);
+    return op;
+  }
+
+  sysctlRaw(cmd: number, fill?: (u: Uint8Array) => void): { rc: number; op: StructView<typeof XEN_SYSCTL.fields> } {
+    const op = StructView.alloc(XEN_SYSCTL).set('cmd', cmd).set('interface_version', XEN_SYSCTL_INTERFACE_VERSION);
+    fill?.(op.raw().subarray(SYSCTL_U));
+    const rc = this.xen.k.hypercall(__HYPERVISOR_sysctl, this.xen.put(op));
+    return { rc, op: this.xen.get(XEN_SYSCTL) };
+  }
+
+  private sub<F extends Fields>(op: { raw(): Uint8Array }, layout: Layout<F>, at: number): StructView<F> {
+    return new StructView(layout, op.raw(), at);
+  }
+
+  createDomain(o: CreateDomainOptions = {}): number {
+    const op = this.domctl('createdomain', XEN_DOMCTL_createdomain, o.domid ?? 0, (u) => {
+      const c = new StructView(XEN_DOMCTL_CREATEDOMAIN, u);
+      c.set('flags', o.flags ?? 0).set('max_vcpus', o.maxVcpus ?? 1).set('ssidref', o.ssidref ?? 0)
+        .set('max_grant_frames', -1).set('max_maptrack_frames', -1).set('grant_opts', 1);
+      if (o.handle) c.setBytes('handle', o.handle);
+    });
+    return op.get('domain');
+  }
+
+  /** destroydomain, retried while the hypervisor stops the domain's threads (-EAGAIN). */
+  async destroyDomain(domid: number, wait: () => Promise<void> | void = () => this.xen.yield()): Promise<void> {
+    for (;;) {
+      const { rc } = this.domctlRaw(XEN_DOMCTL_destroydomain, domid);
+      if (rc !== -EAGAIN) {
+        check(`domctl(destroydomain, d${domid})`, rc);
+        return;
+      }
+      await wait();
+    }
+  }
+
+  pauseDomain(domid: number): void { this.domctl('pausedomain', XEN_DOMCTL_pausedomain, domid); }
+  unpauseDomain(domid: number): void { this.domctl('unpausedomain', XEN_DOMCTL_unpausedomain, domid); }
+
+  maxMem(domid: number, kib: number): void {
+    this.domctl('max_mem', XEN_DOMCTL_max_mem, domid, (u) => { new StructView(XEN_DOMCTL_MAX_MEM, u).set('max_memkb', kib); });
+  }
+
+  maxVcpus(domid: number, max: number): void {
+    this.domctl('max_vcpus', XEN_DOMCTL_max_vcpus, domid, (u) => { new StructView(XEN_DOMCTL_MAX_VCPUS, u).set('max', max); });
+  }
+
+  /** Set vCPU context: entry = kernel image gpa, arg0 = start_info gpa. */
+  setVcpuContext(domid: number, vcpu: number, entryGpa: number, arg0Gpa: number, online = true): void {
+    const ctx = StructView.alloc(VCPU_GUEST_CONTEXT).set('flags', online ? VGCF_online : 0).set('entry', entryGpa).set('arg0', arg0Gpa);
+    const at = this.xen.putArray(ctx.raw());
+    this.domctl('setvcpucontext', XEN_DOMCTL_setvcpucontext, domid, (u) => {
+      new StructView(XEN_DOMCTL_VCPUCONTEXT, u).set('vcpu', vcpu).set('ctxt', at);
+    });
+  }
+
+  /** getdomaininfo of exactly this domain, or null if it does not exist. */
+  domainInfo(domid: number): DomainInfo | null {
+    const { rc, op } = this.domctlRaw(XEN_DOMCTL_getdomaininfo, domid);
+    if (rc < 0) return null;
+    const info = toDomainInfo(this.sub(op, XEN_DOMCTL_GETDOMAININFO, DOMCTL_U));
+    return info.domid === domid ? info : null;
+  }
+
+  /** Every domain, ascending domid (sysctl getdomaininfolist). */
+  listDomains(first = 0, max = 64): DomainInfo[] {
+    const per = Math.min(max, Math.floor(Xen.MAX_ARRAY_BYTES / XEN_DOMCTL_GETDOMAININFO.size));
+    const out: DomainInfo[] = [];
+    let next = first;
+    for (;;) {
+      const buf = this.xen.putArray(new Uint8Array(0));
+      const { rc, op } = this.sysctlRaw(XEN_SYSCTL_getdomaininfolist, (u) => {
+        new StructView(XEN_SYSCTL_GETDOMAININFOLIST, u).set('first_domain', next).set('max_domains', per).set('buffer', buf);
+      });
+      check('sysctl(getdomaininfolist)', rc);
+      const n = this.sub(op, XEN_SYSCTL_GETDOMAININFOLIST, SYSCTL_U).get('num_domains');
+      const raw = this.xen.readArray(n * XEN_DOMCTL_GETDOMAININFO.size);
+      for (let i = 0; i < n; i++) {
+        out.push(toDomainInfo(new StructView(XEN_DOMCTL_GETDOMAININFO, raw, i * XEN_DOMCTL_GETDOMAININFO.size)));
+      }
+      if (n < per || out.length >= max) return out.slice(0, max);
+      next = out[out.length - 1].domid + 1;
+    }
+  }
+
+  physinfo(): PhysInfo {
+    const { rc, op } = this.sysctlRaw(XEN_SYSCTL_physinfo);
+    check('sysctl(physinfo)', rc);
+    const p = this.sub(op, XEN_SYSCTL_PHYSINFO, SYSCTL_U);
+    return { nrCpus: p.get('nr_cpus'), totalPages: p.get('total_pages'), freePages: p.get('free_pages'), cpuKhz: p.get('cpu_khz'), capabilities: p.get('capabilities') };
+  }
+
+  schedId(): number {
+    const { rc, op } = this.sysctlRaw(XEN_SYSCTL_sched_id);
+    check('sysctl(sched_id)', rc);
+    return this.sub(op, XEN_SYSCTL_SCHED_ID, SYSCTL_U).get('sched_id');
+  }
+
+  /**
+   * readconsole, incremental from `index` (pass back the returned index to read
+   * only new output).
+   */
+  readConsole(index: number, incremental = true, max = Xen.MAX_ARRAY_BYTES): { text: string; index: number } {
+    const buf = this.xen.putArray(new Uint8Array(0));
+    const { rc, op } = this.sysctlRaw(XEN_SYSCTL_readconsole, (u) => {
+      new StructView(XEN_SYSCTL_READCONSOLE, u).set('incremental', incremental ? 1 : 0).set('index', index).set('buffer', buf).set('count', max);
+    });
+    check('sysctl(readconsole)', rc);
+    const r = this.sub(op, XEN_SYSCTL_READCONSOLE, SYSCTL_U);
+    return { text: new TextDecoder().decode(this.xen.readArray(r.get('count'))), index: r.get('index') };
+  }
+
+  /** Map frames of a foreign domain (gfns) into our physmap at localGfns; per-frame status. */
+  mapForeign(domid: number, gfns: readonly number[], localGfns: readonly number[]): number[] {
+    const n = gfns.length;
+    if (n !== localGfns.length || n * 20 > Xen.MAX_ARRAY_BYTES) throw new Error('mapForeign: bad batch');
+    const arr = new Uint8Array(n * 20);
+    const dv = new DataView(arr.buffer);
+    gfns.forEach((g, i) => dv.setBigUint64(i * 8, BigInt(g), true));
+    localGfns.forEach((g, i) => dv.setBigUint64(n * 8 + i * 8, BigInt(g), true));
+    const base = this.xen.putArray(arr);
+    const x = StructView.alloc(XEN_ADD_TO_PHYSMAP_BATCH).set('domid', DOMID_SELF).set('space', XENMAPSPACE_gmfn_foreign)
+      .set('size', n).set('foreign_domid', domid).set('idxs', base).set('gpfns', base + n * 8).set('errs', base + n * 16);
+    check('memory_op(add_to_physmap_batch)', this.xen.k.hypercall(__HYPERVISOR_memory_op, XENMEM_add_to_physmap_batch, this.xen.put(x)));
+    const errs = new DataView(this.xen.readArray(n * 20).buffer);
+    return Array.from({ length: n }, (_, i) => errs.getInt32(n * 16 + i * 4, true));
+  }
+
+  /** Run `fn` with frame `gfn` of `domid` mapped at one of our free gfns; unmaps after. */
+  withForeignPage<T>(domid: number, gfn: number, fn: (gpa: number) => T): T {
+    const local = this.xen.allocGfn();
+    // Our RAM page at `local` is replaced by the mapping: give it back first.
+    check('decrease_reservation', this.xen.decreaseReservation([local]) === 1 ? 0 : -1);
+    try {
+      const [rc] = this.mapForeign(domid, [gfn], [local]);
+      check(`map foreign d${domid} gfn ${gfn}`, rc);
+      try {
+        return fn(local * PAGE_SIZE);
+      } finally {
+        this.xen.removeFromPhysmap(local);
+      }
+    } finally {
+      check('populate_physmap', this.xen.populatePhysmap([local]) === 1 ? 0 : -1);
+      this.xen.releaseGfn(local);
+    }
+  }
+}

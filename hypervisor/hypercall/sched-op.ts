@@ -1,0 +1,67 @@
+/** do_sched_op (Xen: common/sched/core.c). */
+import { EFAULT, EINVAL, ENOSYS, ESRCH } from '../../shared/errno.ts';
+import {
+  SCHEDOP_block, SCHEDOP_remote_shutdown, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_MAX,
+} from '../../shared/hypercall.ts';
+import { SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN } from '../../shared/abi/sched.ts';
+import { domainShutdown, liveSlot } from '../domain.ts';
+import { HvState, V, VPF_blocked, VPF_killed, VPF_shutdown } from '../state.ts';
+import type { VcpuCtx } from '../vcpu/context.ts';
+import { xsmCheck } from '../xsm.ts';
+import { vcpuInfoOffset, VCPU_INFO } from '../../shared/abi/shared-info.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
+import { D } from '../state.ts';
+
+/** Has the vCPU an event to look at? (its pending word, or evtchn_upcall_pending in vcpu_info). */
+export function vcpuHasWork(hv: HvState, slot: number, vcpu: number): boolean {
+  if (Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.pending)) !== 0) return true;
+  if (Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.pause_flags)) & (VPF_killed | VPF_shutdown)) return true;
+  const si = Atomics.load(hv.dom, hv.d(slot, D.shared_info_mfn));
+  if (si < 0 || vcpu >= 32) return false;
+  const at = si * PAGE_SIZE + vcpuInfoOffset(vcpu) + VCPU_INFO.fields.evtchn_upcall_pending.offset;
+  return hv.mem8[at] !== 0;
+}
+
+function block(ctx: VcpuCtx): number {
+  const { hv, slot, vcpu } = ctx;
+  const f = hv.v(slot, vcpu, V.pause_flags);
+  Atomics.or(hv.vcpu, f, VPF_blocked);
+  // Check for work after setting blocked, so a kick between the two is not lost.
+  ctx.sched.block(() => vcpuHasWork(hv, slot, vcpu));
+  Atomics.and(hv.vcpu, f, ~VPF_blocked);
+  Atomics.store(hv.vcpu, hv.v(slot, vcpu, V.pending), 0);
+  return 0;
+}
+
+export function doSchedOp(ctx: VcpuCtx, cmd: number, arg: number): number {
+  switch (cmd) {
+    case SCHEDOP_yield:
+      ctx.sched.yield();
+      return 0;
+    case SCHEDOP_block:
+      return block(ctx);
+    case SCHEDOP_shutdown: {
+      const s = ctx.readStruct(SCHED_SHUTDOWN, arg);
+      if (!s) return -EFAULT;
+      const reason = s.get('reason');
+      if (reason > SHUTDOWN_MAX) return -EINVAL;
+      domainShutdown(ctx.hv, ctx.slot, reason, ctx.port);
+      ctx.sched.park();
+      return 0;
+    }
+    case SCHEDOP_remote_shutdown: {
+      const s = ctx.readStruct(SCHED_REMOTE_SHUTDOWN, arg);
+      if (!s) return -EFAULT;
+      const target = liveSlot(ctx.hv, s.get('domain_id'));
+      if (target < 0) return -ESRCH;
+      const rc = xsmCheck(ctx.hv, ctx.slot, 'remote_shutdown', target);
+      if (rc < 0) return rc;
+      const reason = s.get('reason');
+      if (reason > SHUTDOWN_MAX) return -EINVAL;
+      domainShutdown(ctx.hv, target, reason, ctx.port);
+      return 0;
+    }
+    default:
+      return -ENOSYS;
+  }
+}

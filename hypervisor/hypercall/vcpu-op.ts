@@ -1,0 +1,62 @@
+/** do_vcpu_op (Xen: common/domain.c, arch/x86/domain.c). */
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENOSYS } from '../../shared/errno.ts';
+import {
+  VCPUOP_down, VCPUOP_get_runstate_info, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_up,
+} from '../../shared/hypercall.ts';
+import { VCPU_GUEST_CONTEXT } from '../../shared/abi/domctl.ts';
+import { VCPU_RUNSTATE_INFO } from '../../shared/abi/vcpu.ts';
+import { StructView } from '../../shared/layout.ts';
+import { domLock, domUnlock, vcpuInitialise } from '../domain.ts';
+import { D, HvState, V, VPF_down, VPF_initialised, VT } from '../state.ts';
+import type { VcpuCtx } from '../vcpu/context.ts';
+
+/** Fill a vcpu_runstate_info for (slot, vcpu). */
+export function runstateInfo(hv: HvState, slot: number, vcpu: number): StructView<typeof VCPU_RUNSTATE_INFO.fields> {
+  const r = StructView.alloc(VCPU_RUNSTATE_INFO);
+  r.set('state', Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.runstate)));
+  r.setBig('state_entry_time', hv.vcpuTime[hv.vt(slot, vcpu, VT.STATE_ENTRY)]);
+  for (let k = 0; k < 4; k++) {
+    const t = hv.vcpuTime[hv.vt(slot, vcpu, VT.TIME0 + k)];
+    r.dv.setBigUint64(VCPU_RUNSTATE_INFO.fields.time.offset + 8 * k, BigInt.asUintN(64, t), true);
+  }
+  return r;
+}
+
+export function doVcpuOp(ctx: VcpuCtx, cmd: number, vcpuid: number, arg: number): number {
+  const { hv, slot } = ctx;
+  if (vcpuid < 0 || vcpuid >= Atomics.load(hv.dom, hv.d(slot, D.max_vcpus))) return -ENOENT;
+  const flags = (): number => Atomics.load(hv.vcpu, hv.v(slot, vcpuid, V.pause_flags));
+  switch (cmd) {
+    case VCPUOP_is_up:
+      return flags() & VPF_down ? 0 : 1;
+    case VCPUOP_get_runstate_info:
+      return ctx.writeStruct(runstateInfo(hv, slot, vcpuid), arg) ? 0 : -EFAULT;
+    case VCPUOP_initialise: {
+      const c = ctx.readStruct(VCPU_GUEST_CONTEXT, arg);
+      if (!c) return -EFAULT;
+      if (flags() & VPF_initialised) return -EEXIST;
+      const limit = hv.cfg.p2mEntries * 4096;
+      if (c.get('entry') >= limit || c.get('arg0') >= limit) return -EINVAL;
+      // Initialised but down until VCPUOP_up.
+      domLock(hv, slot);
+      Atomics.store(hv.vcpu, hv.v(slot, vcpuid, V.entry_gpa), c.get('entry'));
+      Atomics.store(hv.vcpu, hv.v(slot, vcpuid, V.arg0_gpa), c.get('arg0'));
+      Atomics.or(hv.vcpu, hv.v(slot, vcpuid, V.pause_flags), VPF_initialised);
+      domUnlock(hv, slot);
+      return 0;
+    }
+    case VCPUOP_up: {
+      if (!(flags() & VPF_initialised)) return -EINVAL;
+      if (!(flags() & VPF_down)) return 0;
+      vcpuInitialise(hv, slot, vcpuid, Atomics.load(hv.vcpu, hv.v(slot, vcpuid, V.entry_gpa)),
+        Atomics.load(hv.vcpu, hv.v(slot, vcpuid, V.arg0_gpa)), ctx.port);
+      return 0;
+    }
+    case VCPUOP_down:
+      // A running PV TypeScript vCPU stops at its next preemption point.
+      Atomics.or(hv.vcpu, hv.v(slot, vcpuid, V.pause_flags), VPF_down);
+      return 0;
+    default:
+      return -ENOSYS;
+  }
+}

@@ -1,0 +1,74 @@
+/**
+ * The P2M (gfn -> mfn and type, per domain) and guest-physical access for trusted
+ * code. Every domain is auto-translated: guests name gfns, never mfns.
+ * Changes are made under the domain's lock; translation reads one 32-bit entry.
+ */
+import { PAGE_SHIFT, PAGE_SIZE } from '../../shared/types.ts';
+import { HvState, P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, p2m_ram_rw } from '../state.ts';
+
+export function p2mLookup(hv: HvState, slot: number, gfn: number): number {
+  if (!Number.isInteger(gfn) || gfn < 0 || gfn >= hv.cfg.p2mEntries) return P2M_INVALID;
+  return hv.p2m[hv.p2mIndex(slot, gfn)];
+}
+
+/** Install gfn -> mfn with a type; the M2P follows for the owner's own RAM. */
+export function p2mSet(hv: HvState, slot: number, gfn: number, m: number, type: number): void {
+  hv.p2m[hv.p2mIndex(slot, gfn)] = ((type << P2M_TYPE_SHIFT) | m) >>> 0;
+  if (type === p2m_ram_rw) hv.ftGfn[m] = gfn;
+}
+
+export function p2mClear(hv: HvState, slot: number, gfn: number): void {
+  hv.p2m[hv.p2mIndex(slot, gfn)] = P2M_INVALID;
+}
+
+export const entryMfn = (e: number): number => e & P2M_MFN_MASK;
+
+/** Translate a guest-physical address for access; -1 if unmapped (or read-only and `write`). */
+export function gpaToMachine(hv: HvState, slot: number, gpa: number, write: boolean): number {
+  const e = p2mLookup(hv, slot, Math.floor(gpa / PAGE_SIZE));
+  if (e === P2M_INVALID) return -1;
+  if (write && e >>> P2M_TYPE_SHIFT === p2m_grant_map_ro) return -1;
+  return (entryMfn(e) << PAGE_SHIFT) + (gpa % PAGE_SIZE);
+}
+
+/** True if [gpa, gpa+len) is a valid range of numbers (not whether it is mapped). */
+function rangeOk(gpa: number, len: number): boolean {
+  return Number.isSafeInteger(gpa) && Number.isSafeInteger(len) && gpa >= 0 && len >= 0;
+}
+
+/**
+ * copy_from_guest: a private copy of [gpa, gpa+len) of the domain's memory, or
+ * null if any byte is unmapped (the caller answers -EFAULT).
+ */
+export function copyFromGuest(hv: HvState, slot: number, gpa: number, len: number): Uint8Array | null {
+  if (!rangeOk(gpa, len)) return null;
+  const out = new Uint8Array(len);
+  let done = 0;
+  while (done < len) {
+    const a = gpa + done;
+    const ma = gpaToMachine(hv, slot, a, false);
+    if (ma < 0) return null;
+    const n = Math.min(len - done, PAGE_SIZE - (a % PAGE_SIZE));
+    out.set(hv.mem8.subarray(ma, ma + n), done);
+    done += n;
+  }
+  return out;
+}
+
+/** copy_to_guest: false if any byte is unmapped or read-only (the caller answers -EFAULT). */
+export function copyToGuest(hv: HvState, slot: number, gpa: number, data: Uint8Array): boolean {
+  if (!rangeOk(gpa, data.length)) return false;
+  // Check every page first so a fault leaves guest memory untouched.
+  for (let a = gpa; a < gpa + data.length; a = (Math.floor(a / PAGE_SIZE) + 1) * PAGE_SIZE) {
+    if (gpaToMachine(hv, slot, a, true) < 0) return false;
+  }
+  let done = 0;
+  while (done < data.length) {
+    const a = gpa + done;
+    const ma = gpaToMachine(hv, slot, a, true);
+    const n = Math.min(data.length - done, PAGE_SIZE - (a % PAGE_SIZE));
+    hv.mem8.set(data.subarray(done, done + n), ma);
+    done += n;
+  }
+  return true;
+}

@@ -1,0 +1,369 @@
+/**
+ * Hypervisor state in shared memory: every structure that more than one thread
+ * touches, declared once here as regions of one SharedArrayBuffer. Each thread
+ * (platform, timer, vCPUs) builds the same typed views over the same buffer;
+ * threads never share JS objects.
+ *
+ * Locks and their order: shared/lock.ts. Which lock guards which field is said
+ * beside each declaration.
+ */
+import { defineLayout, i32, u32, bytes, wordIndex } from '../shared/layout.ts';
+import { PAGE_SIZE } from '../shared/types.ts';
+import type { HostConfig } from './config.ts';
+
+/** Global words (Int32), at the start of the state buffer. */
+export const G = {
+  DOMLIST_LOCK: 0,
+  HEAP_LOCK: 1,
+  SCHED_LOCK: 2,
+  CONRING_LOCK: 3,
+  NR_FRAMES: 4,
+  /** Frames in the buddy allocator (heap_lock). */
+  FREE_PAGES: 5,
+  /** Last auto-allocated domid (domlist_lock). */
+  DOMID_ROVER: 6,
+  /** Console ring producer, free-running (conring_lock for writers). */
+  CONRING_PROD: 7,
+  /** Non-zero once the host is halting: every thread winds down. */
+  HALT: 8,
+  /** Futex word the timer thread sleeps on. */
+  TIMER_WAKE: 9,
+  /** Bumped whenever a pCPU is released; waiters sleep on it. */
+  PCPU_GEN: 10,
+  /** vCPUs waiting for a pCPU. */
+  PCPU_WAITERS: 11,
+  NR_PCPUS: 12,
+  /** Console ring consumer for `clear` reads (conring_lock). */
+  CONRING_CONS: 13,
+  /** Frames owned by DOMID_XEN (shared_info pages) (heap_lock). */
+  XENHEAP_PAGES: 14,
+  /** Bumped on any domain state change that Dom0 may wait for. */
+  DOMAIN_EVENT_GEN: 15,
+  /** Serial input ring producer / consumer, free-running (platform writes, Dom0 reads). */
+  SERIAL_RX_PROD: 16,
+  SERIAL_RX_CONS: 17,
+  COUNT: 64,
+} as const;
+
+/** 64-bit globals (BigInt64), right after the Int32 globals. */
+export const G64 = {
+  /** process.hrtime.bigint() at boot: system time 0. */
+  BOOT_NS: 0,
+  COUNT: 8,
+} as const;
+
+/** Frame table owner values besides a domid. */
+export const OWNER_FREE = -1;
+/** Frames owned by the hypervisor itself (DOMID_XEN), e.g. shared_info pages. */
+export const OWNER_XEN = 0x7ff2;
+
+/** Page types (the subset of Xen's PGT_* that we track). */
+export const PGT_none = 0;
+export const PGT_shared_info = 1;
+export const PGT_grant_table = 2;
+
+/** P2M entries: mfn in the low 28 bits, p2m type in the top 4; all ones is invalid. */
+export const P2M_INVALID = 0xffffffff;
+export const P2M_MFN_MASK = 0x0fffffff;
+export const P2M_TYPE_SHIFT = 28;
+export const p2m_ram_rw = 0;
+export const p2m_map_foreign = 1;
+export const p2m_grant_map_rw = 2;
+export const p2m_grant_map_ro = 3;
+export const p2mType = (e: number): number => e >>> P2M_TYPE_SHIFT;
+
+/** Buddy allocator orders: blocks of 2^0 .. 2^MAX_ORDER frames. */
+export const MAX_ORDER = 20;
+
+/** Domain table slot states. */
+export const DOMSTATE_FREE = 0;
+/** Created and alive (running, paused or shut down). */
+export const DOMSTATE_ACTIVE = 1;
+/** destroydomain started: vCPU threads are being stopped, resources relinquished. */
+export const DOMSTATE_DYING = 2;
+/** Resources relinquished; frames still referenced by others keep it as a zombie. */
+export const DOMSTATE_DEAD = 3;
+
+/** Domain flags. */
+export const DOMF_privileged = 1 << 0;
+export const DOMF_hvm = 1 << 1;
+export const DOMF_xs_domain = 1 << 2;
+
+/**
+ * One domain table record (struct domain's shared part). Guarded by its `lock`
+ * (lock order level 2) unless said otherwise.
+ */
+export const DOMAIN_REC = defineLayout({ name: 'domain record', header: 'hypervisor/state.ts', size: 128 }, {
+  lock: i32(0),
+  /** DOMSTATE_* (written under domlist_lock and the domain lock). */
+  state: i32(4),
+  domid: i32(8),
+  flags: i32(12),
+  /** controller_pause_count: domctl pause/unpause. */
+  pause_count: i32(16),
+  /** SHUTDOWN_* once shut down, -1 while running. */
+  shutdown_code: i32(20),
+  is_shut_down: i32(24),
+  /** Frames owned (heap_lock for changes, read freely). */
+  tot_pages: i32(28),
+  max_pages: i32(32),
+  max_vcpus: i32(36),
+  /** The domain's shared_info frame (owned by DOMID_XEN, shared with the guest). */
+  shared_info_mfn: i32(40),
+  /** vCPU threads started and not yet exited (platform writes). */
+  threads_live: i32(44),
+  ssidref: u32(48),
+  /** Bumped each time the slot is reused, so stale references can be detected. */
+  generation: i32(52),
+  /** createdomain flags (XEN_DOMCTL_CDF_*). */
+  cdf: u32(56),
+  /** Domain this one is a device model / driver domain for (DOMID_INVALID none). */
+  target: i32(60),
+  handle: bytes(64, 16),
+  max_evtchn_port: u32(80),
+  max_grant_frames: i32(84),
+  max_maptrack_frames: i32(88),
+  /** Frames of others this domain maps (foreign maps): they pin those frames. */
+  foreign_maps: i32(92),
+});
+
+/** vCPU pause/block flags (Xen's _VPF_* plus is_initialised). */
+export const VPF_blocked = 1 << 0;
+export const VPF_down = 1 << 1;
+export const VPF_initialised = 1 << 2;
+/** The domain shut down: the vCPU is parked until destroy. */
+export const VPF_shutdown = 1 << 3;
+/** Destroy requested: the thread must exit. */
+export const VPF_killed = 1 << 4;
+
+/** Platform's view of a vCPU thread. */
+export const VTHREAD_NONE = 0;
+export const VTHREAD_STARTING = 1;
+export const VTHREAD_RUNNING = 2;
+export const VTHREAD_EXITED = 3;
+
+/** One vCPU record: futex word, flags, runstate, scheduling state. */
+export const VCPU_REC = defineLayout({ name: 'vcpu record', header: 'hypervisor/state.ts', size: 64 }, {
+  /** Futex word: bumped by every kick; a blocked vCPU sleeps on it. */
+  wake: i32(0),
+  /** VPF_* (domain lock for changes; atomic ops). */
+  pause_flags: i32(4),
+  /** RUNSTATE_* of vcpu.h. */
+  runstate: i32(8),
+  /** pCPU held, or -1. */
+  pcpu: i32(12),
+  /** Guest-physical address of the kernel image header (setvcpucontext). */
+  entry_gpa: u32(16),
+  /** Guest-physical address of start_info (first argument). */
+  arg0_gpa: u32(20),
+  /** Set by the timer thread: give up the pCPU at the next preemption point. */
+  preempt: i32(24),
+  /** VTHREAD_* (platform). */
+  thread: i32(28),
+  /** Event pending for this vCPU (set by delivery; cleared when the vCPU looks). */
+  pending: i32(32),
+});
+/** 64-bit per-vCPU times (BigInt64, ns): state_entry_time, time[4], slice start. */
+export const VT = { STATE_ENTRY: 0, TIME0: 1, SLICE_START: 5, COUNT: 8 } as const;
+
+/** Word indexes into a domain record (for Atomics). */
+export const D = {
+  lock: wordIndex(DOMAIN_REC, 'lock'),
+  state: wordIndex(DOMAIN_REC, 'state'),
+  domid: wordIndex(DOMAIN_REC, 'domid'),
+  flags: wordIndex(DOMAIN_REC, 'flags'),
+  pause_count: wordIndex(DOMAIN_REC, 'pause_count'),
+  shutdown_code: wordIndex(DOMAIN_REC, 'shutdown_code'),
+  is_shut_down: wordIndex(DOMAIN_REC, 'is_shut_down'),
+  tot_pages: wordIndex(DOMAIN_REC, 'tot_pages'),
+  max_pages: wordIndex(DOMAIN_REC, 'max_pages'),
+  max_vcpus: wordIndex(DOMAIN_REC, 'max_vcpus'),
+  shared_info_mfn: wordIndex(DOMAIN_REC, 'shared_info_mfn'),
+  threads_live: wordIndex(DOMAIN_REC, 'threads_live'),
+  ssidref: wordIndex(DOMAIN_REC, 'ssidref'),
+  generation: wordIndex(DOMAIN_REC, 'generation'),
+  cdf: wordIndex(DOMAIN_REC, 'cdf'),
+  target: wordIndex(DOMAIN_REC, 'target'),
+  max_evtchn_port: wordIndex(DOMAIN_REC, 'max_evtchn_port'),
+  max_grant_frames: wordIndex(DOMAIN_REC, 'max_grant_frames'),
+  max_maptrack_frames: wordIndex(DOMAIN_REC, 'max_maptrack_frames'),
+  foreign_maps: wordIndex(DOMAIN_REC, 'foreign_maps'),
+} as const;
+export const D_WORDS = DOMAIN_REC.size >> 2;
+export const D_HANDLE_OFFSET = DOMAIN_REC.fields.handle.offset;
+
+/** Word indexes into a vCPU record. */
+export const V = {
+  wake: wordIndex(VCPU_REC, 'wake'),
+  pause_flags: wordIndex(VCPU_REC, 'pause_flags'),
+  runstate: wordIndex(VCPU_REC, 'runstate'),
+  pcpu: wordIndex(VCPU_REC, 'pcpu'),
+  entry_gpa: wordIndex(VCPU_REC, 'entry_gpa'),
+  arg0_gpa: wordIndex(VCPU_REC, 'arg0_gpa'),
+  preempt: wordIndex(VCPU_REC, 'preempt'),
+  thread: wordIndex(VCPU_REC, 'thread'),
+  pending: wordIndex(VCPU_REC, 'pending'),
+} as const;
+export const V_WORDS = VCPU_REC.size >> 2;
+
+/** Byte offsets of every region inside the state buffer, derived from the config. */
+export interface StateRegions {
+  readonly globals: number;
+  readonly globals64: number;
+  readonly ftOwner: number;
+  readonly ftCount: number;
+  readonly ftType: number;
+  readonly ftGfn: number;
+  readonly ftOrder: number;
+  readonly ftNext: number;
+  readonly ftPrev: number;
+  readonly buddyHeads: number;
+  readonly domains: number;
+  readonly domidMap: number;
+  readonly p2m: number;
+  readonly vcpus: number;
+  readonly vcpuTimes: number;
+  readonly pcpuOwner: number;
+  readonly conring: number;
+  readonly serialRx: number;
+  readonly total: number;
+}
+
+const align = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+export function stateRegions(cfg: HostConfig): StateRegions {
+  const nrFrames = nrFramesOf(cfg);
+  let at = 0;
+  const take = (bytes: number, alignTo = 8): number => {
+    at = align(at, alignTo);
+    const start = at;
+    at += bytes;
+    return start;
+  };
+  const globals = take(G.COUNT * 4);
+  const globals64 = take(G64.COUNT * 8);
+  const ftOwner = take(nrFrames * 4);
+  const ftCount = take(nrFrames * 4);
+  const ftType = take(nrFrames * 4);
+  const ftGfn = take(nrFrames * 4);
+  const ftOrder = take(nrFrames * 4);
+  const ftNext = take(nrFrames * 4);
+  const ftPrev = take(nrFrames * 4);
+  const buddyHeads = take((MAX_ORDER + 1) * 4);
+  const domains = take(cfg.maxDomains * DOMAIN_REC.size);
+  const domidMap = take(0x7ff0 * 2);
+  const p2m = take(cfg.maxDomains * cfg.p2mEntries * 4);
+  const vcpus = take(cfg.maxDomains * cfg.maxVcpus * VCPU_REC.size);
+  const vcpuTimes = take(cfg.maxDomains * cfg.maxVcpus * VT.COUNT * 8);
+  const pcpuOwner = take(cfg.pcpus * 4);
+  const conring = take(cfg.conringSize);
+  const serialRx = take(SERIAL_RX_SIZE);
+  return { globals, globals64, ftOwner, ftCount, ftType, ftGfn, ftOrder, ftNext, ftPrev, buddyHeads,
+    domains, domidMap, p2m, vcpus, vcpuTimes, pcpuOwner, conring, serialRx, total: align(at, 8) };
+}
+
+/** Serial input ring size (Xen's SERIAL_RXBUFSZ... console.c serial_rx_ring: 128). */
+export const SERIAL_RX_SIZE = 128;
+
+export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024) / PAGE_SIZE;
+
+/** The two buffers that make the machine: passed to every thread at start. */
+export interface MachineBuffers {
+  readonly mem: SharedArrayBuffer;
+  readonly state: SharedArrayBuffer;
+}
+
+/**
+ * Typed views over the machine. Built identically in every thread; trusted code
+ * only (guest code never sees an instance of this class).
+ */
+export class HvState {
+  readonly nrFrames: number;
+  readonly regions: StateRegions;
+  readonly g: Int32Array;
+  readonly g64: BigInt64Array;
+  readonly ftOwner: Int32Array;
+  readonly ftCount: Int32Array;
+  readonly ftType: Int32Array;
+  readonly ftGfn: Int32Array;
+  readonly ftOrder: Int32Array;
+  readonly ftNext: Int32Array;
+  readonly ftPrev: Int32Array;
+  readonly buddyHeads: Int32Array;
+  /** All domain records, D_WORDS words each. */
+  readonly dom: Int32Array;
+  readonly domBytes: Uint8Array;
+  /** domid -> slot, -1 when unused. */
+  readonly domidMap: Int16Array;
+  readonly p2m: Uint32Array;
+  /** All vCPU records, V_WORDS words each, index slot * maxVcpus + vcpu. */
+  readonly vcpu: Int32Array;
+  readonly vcpuTime: BigInt64Array;
+  readonly pcpuOwner: Int32Array;
+  readonly conring: Uint8Array;
+  readonly serialRx: Uint8Array;
+  /** Machine memory, all frames. */
+  readonly mem8: Uint8Array;
+
+  constructor(readonly cfg: HostConfig, readonly buffers: MachineBuffers) {
+    this.nrFrames = nrFramesOf(cfg);
+    const r = (this.regions = stateRegions(cfg));
+    const s = buffers.state;
+    if (s.byteLength < r.total) throw new Error(`state buffer too small: ${s.byteLength} < ${r.total}`);
+    if (buffers.mem.byteLength !== this.nrFrames * PAGE_SIZE) throw new Error('machine memory size does not match the config');
+    const n = this.nrFrames;
+    this.g = new Int32Array(s, r.globals, G.COUNT);
+    this.g64 = new BigInt64Array(s, r.globals64, G64.COUNT);
+    this.ftOwner = new Int32Array(s, r.ftOwner, n);
+    this.ftCount = new Int32Array(s, r.ftCount, n);
+    this.ftType = new Int32Array(s, r.ftType, n);
+    this.ftGfn = new Int32Array(s, r.ftGfn, n);
+    this.ftOrder = new Int32Array(s, r.ftOrder, n);
+    this.ftNext = new Int32Array(s, r.ftNext, n);
+    this.ftPrev = new Int32Array(s, r.ftPrev, n);
+    this.buddyHeads = new Int32Array(s, r.buddyHeads, MAX_ORDER + 1);
+    this.dom = new Int32Array(s, r.domains, cfg.maxDomains * D_WORDS);
+    this.domBytes = new Uint8Array(s, r.domains, cfg.maxDomains * DOMAIN_REC.size);
+    this.domidMap = new Int16Array(s, r.domidMap, 0x7ff0);
+    this.p2m = new Uint32Array(s, r.p2m, cfg.maxDomains * cfg.p2mEntries);
+    this.vcpu = new Int32Array(s, r.vcpus, cfg.maxDomains * cfg.maxVcpus * V_WORDS);
+    this.vcpuTime = new BigInt64Array(s, r.vcpuTimes, cfg.maxDomains * cfg.maxVcpus * VT.COUNT);
+    this.pcpuOwner = new Int32Array(s, r.pcpuOwner, cfg.pcpus);
+    this.conring = new Uint8Array(s, r.conring, cfg.conringSize);
+    this.serialRx = new Uint8Array(s, r.serialRx, SERIAL_RX_SIZE);
+    this.mem8 = new Uint8Array(buffers.mem);
+  }
+
+  /** Allocate fresh, zeroed machine buffers for a config. */
+  static allocate(cfg: HostConfig): MachineBuffers {
+    return {
+      mem: new SharedArrayBuffer(nrFramesOf(cfg) * PAGE_SIZE),
+      state: new SharedArrayBuffer(stateRegions(cfg).total),
+    };
+  }
+
+  /** Word index of field `w` of domain slot `slot`. */
+  d(slot: number, w: number): number {
+    return slot * D_WORDS + w;
+  }
+
+  /** Word index of field `w` of vCPU `v` of domain slot `slot`. */
+  v(slot: number, vcpu: number, w: number): number {
+    return (slot * this.cfg.maxVcpus + vcpu) * V_WORDS + w;
+  }
+
+  /** Index into vcpuTime for vCPU (slot, vcpu), entry `k` (VT.*). */
+  vt(slot: number, vcpu: number, k: number): number {
+    return (slot * this.cfg.maxVcpus + vcpu) * VT.COUNT + k;
+  }
+
+  /** Index into p2m for (slot, gfn). */
+  p2mIndex(slot: number, gfn: number): number {
+    return slot * this.cfg.p2mEntries + gfn;
+  }
+
+  /** System time: ns since boot (Xen's NOW()). */
+  now(): bigint {
+    return process.hrtime.bigint() - this.g64[G64.BOOT_NS];
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The guest-memory capability handed to guest code: accessors that translate
+ * through the domain's P2M on every access. Closures over trusted state; the
+ * object given out is frozen and holds no reference a guest could reach.
+ */
+import { GuestFault, type GuestMemory } from '../../shared/guest/api.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
+import { copyFromGuest, copyToGuest, gpaToMachine } from '../mm/p2m.ts';
+import type { HvState } from '../state.ts';
+
+export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
+  const scratch = new DataView(new ArrayBuffer(8));
+  const one = (gpa: number, write: boolean, width: number): number => {
+    // A naturally aligned scalar never crosses a page; an unaligned one might.
+    if (!Number.isSafeInteger(gpa) || gpa < 0) throw new GuestFault(gpa, write);
+    if ((gpa % PAGE_SIZE) + width > PAGE_SIZE) return -1;
+    const ma = gpaToMachine(hv, slot, gpa, write);
+    if (ma < 0) throw new GuestFault(gpa, write);
+    return ma;
+  };
+  const read = (gpa: number, len: number): Uint8Array => {
+    const b = copyFromGuest(hv, slot, gpa, len);
+    if (!b) throw new GuestFault(gpa, false);
+    return b;
+  };
+  const write = (gpa: number, data: Uint8Array): void => {
+    if (!(data instanceof Uint8Array)) throw new TypeError('guest memory write needs a Uint8Array');
+    if (!copyToGuest(hv, slot, gpa, data)) throw new GuestFault(gpa, true);
+  };
+  const readN = (gpa: number, n: number): DataView => {
+    const ma = one(gpa, false, n);
+    if (ma >= 0) return new DataView(hv.mem8.buffer, ma, n);
+    return new DataView(read(gpa, n).buffer);
+  };
+  const writeN = (gpa: number, n: number, fill: (dv: DataView) => void): void => {
+    const ma = one(gpa, true, n);
+    if (ma >= 0) {
+      fill(new DataView(hv.mem8.buffer, ma, n));
+      return;
+    }
+    fill(scratch);
+    write(gpa, new Uint8Array(scratch.buffer, 0, n).slice());
+  };
+  const api: GuestMemory = {
+    read,
+    write,
+    readU8: (gpa) => readN(gpa, 1).getUint8(0),
+    readU16: (gpa) => readN(gpa, 2).getUint16(0, true),
+    readU32: (gpa) => readN(gpa, 4).getUint32(0, true),
+    readU64: (gpa) => readN(gpa, 8).getBigUint64(0, true),
+    writeU8: (gpa, v) => writeN(gpa, 1, (dv) => dv.setUint8(0, v)),
+    writeU16: (gpa, v) => writeN(gpa, 2, (dv) => dv.setUint16(0, v, true)),
+    writeU32: (gpa, v) => writeN(gpa, 4, (dv) => dv.setUint32(0, v >>> 0, true)),
+    writeU64: (gpa, v) => writeN(gpa, 8, (dv) => dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true)),
+    fill: (gpa, len, value) => write(gpa, new Uint8Array(len).fill(value)),
+  };
+  return Object.freeze(api);
+}

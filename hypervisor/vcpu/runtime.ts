@@ -1,0 +1,222 @@
+/**
+ * The "CPU" of a PV TypeScript vCPU: trusted code on the vCPU's thread that
+ * waits to be scheduled, loads the guest kernel named by the image header at the
+ * context's entry address, hands it its capabilities, and turns every hypercall
+ * into a synchronous call into the hypervisor on this same thread, with a
+ * preemption point on the way in and out.
+ */
+import path from 'node:path';
+import { pathToFileURL, fileURLToPath } from 'node:url';
+import type { HostServices, HypercallFn, KernelApi, KernelEntry, Reg } from '../../shared/guest/api.ts';
+import { decodeKernelImage } from '../../shared/guest/image.ts';
+import { RUNSTATE_blocked, RUNSTATE_offline, RUNSTATE_runnable, RUNSTATE_running } from '../../shared/hypercall.ts';
+import { logger, RateLimiter, limitedWarn } from '../../shared/log.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
+import { domainCrash, domidOfSlot, runstateChange } from '../domain.ts';
+import { copyFromGuest } from '../mm/p2m.ts';
+import type { PlatformPort } from '../platform-port.ts';
+import { NO_PCPU, pcpuAcquire, pcpuPreemptionPoint, pcpuRelease, pcpuYield } from '../sched/pcpu.ts';
+import { D, G, HvState, V, VPF_down, VPF_initialised, VPF_killed, VPF_shutdown, DOMSTATE_ACTIVE } from '../state.ts';
+import { doHypercall } from '../hypercall/table.ts';
+import { VcpuCtx, type SchedHooks } from './context.ts';
+import { makeGuestMemory } from './guest-memory.ts';
+
+/** The project root: kernel paths in images are relative to it. */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+const log = logger('vcpu');
+const limiter = new RateLimiter(5, 10);
+
+/** Thrown through guest code to leave it when the domain is destroyed (caught by the runtime only). */
+class VcpuExit extends Error {}
+
+export interface VcpuRuntimeOptions {
+  readonly hv: HvState;
+  readonly slot: number;
+  readonly vcpu: number;
+  readonly port: PlatformPort;
+  /** End this thread now (worker: process.exit). */
+  readonly exitThread: () => never;
+}
+
+export class VcpuRuntime implements SchedHooks {
+  readonly ctx: VcpuCtx;
+  private readonly hv: HvState;
+  private readonly slot: number;
+  private readonly vcpu: number;
+  private readonly wakeIdx: number;
+  private readonly flagsIdx: number;
+
+  constructor(private readonly o: VcpuRuntimeOptions) {
+    this.hv = o.hv;
+    this.slot = o.slot;
+    this.vcpu = o.vcpu;
+    this.wakeIdx = o.hv.v(o.slot, o.vcpu, V.wake);
+    this.flagsIdx = o.hv.v(o.slot, o.vcpu, V.pause_flags);
+    this.ctx = new VcpuCtx(o.hv, o.slot, o.vcpu, o.port, this);
+  }
+
+  private flags(): number { return Atomics.load(this.hv.vcpu, this.flagsIdx); }
+  private killed = (): boolean => (this.flags() & VPF_killed) !== 0 || Atomics.load(this.hv.g, G.HALT) !== 0;
+
+  /** Sleep on the futex word until `ready()` holds (or the domain is killed). */
+  private waitUntil(ready: () => boolean): void {
+    for (;;) {
+      const gen = Atomics.load(this.hv.vcpu, this.wakeIdx);
+      if (this.killed()) this.exit();
+      if (ready()) return;
+      Atomics.wait(this.hv.vcpu, this.wakeIdx, gen, 1000);
+    }
+  }
+
+  private runnable = (): boolean => {
+    const f = this.flags();
+    return (f & VPF_initialised) !== 0 && (f & (VPF_down | VPF_shutdown)) === 0 &&
+      Atomics.load(this.hv.dom, this.hv.d(this.slot, D.pause_count)) === 0 &&
+      Atomics.load(this.hv.dom, this.hv.d(this.slot, D.state)) === DOMSTATE_ACTIVE;
+  };
+
+  private acquire(): void {
+    if (pcpuAcquire(this.hv, this.slot, this.vcpu, this.killed) === NO_PCPU) this.exit();
+    runstateChange(this.hv, this.slot, this.vcpu, RUNSTATE_running);
+  }
+
+  private release(state: number): void {
+    runstateChange(this.hv, this.slot, this.vcpu, state);
+    pcpuRelease(this.hv, this.slot, this.vcpu);
+  }
+
+  /** Leave the guest for good: release the pCPU and end the thread. */
+  exit(): never {
+    if (Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.pcpu)) !== NO_PCPU) this.release(RUNSTATE_offline);
+    // Ends the thread at once, whatever guest frames are on the stack.
+    this.o.exitThread();
+    throw new VcpuExit();
+  }
+
+  /** A preemption point: honour kill, shutdown, pause, down and the scheduler's request. */
+  preemptionPoint(): void {
+    if (this.killed()) this.exit();
+    if (!this.runnable()) {
+      if (this.flags() & VPF_shutdown) this.park();
+      this.release(this.flags() & VPF_down ? RUNSTATE_offline : RUNSTATE_runnable);
+      this.waitUntil(this.runnable);
+      this.acquire();
+      return;
+    }
+    if (!pcpuPreemptionPoint(this.hv, this.slot, this.vcpu, this.killed)) this.exit();
+  }
+
+  // SchedHooks: called by hypercall handlers on this thread.
+
+  yield(): void {
+    if (!pcpuYield(this.hv, this.slot, this.vcpu, this.killed)) this.exit();
+  }
+
+  block(wakeup: () => boolean): void {
+    if (wakeup()) return;
+    this.release(RUNSTATE_blocked);
+    this.waitUntil(() => wakeup() && this.runnable());
+    this.acquire();
+  }
+
+  park(): void {
+    this.release(RUNSTATE_offline);
+    this.waitUntil(() => false);
+  }
+
+  /** The hypercall function given to the guest. */
+  private hypercallFn(): HypercallFn {
+    const ctx = this.ctx;
+    return (op: number, a1?: Reg, a2?: Reg, a3?: Reg, a4?: Reg, a5?: Reg): number => {
+      this.preemptionPoint();
+      const rc = doHypercall(ctx, op, a1, a2, a3, a4, a5);
+      this.preemptionPoint();
+      return rc;
+    };
+  }
+
+  private hostServices(): HostServices {
+    const off = async <T>(p: Promise<T>): Promise<T> => {
+      this.release(RUNSTATE_blocked);
+      try {
+        return await p;
+      } finally {
+        if (this.killed()) this.exit();
+        this.acquire();
+      }
+    };
+    return Object.freeze({
+      sleep: (ms: number) => off(new Promise<void>((r) => setTimeout(r, ms))),
+      wait: <T>(p: Promise<T>) => off(p),
+    });
+  }
+
+  private crash(why: string): void {
+    limitedWarn(limiter, log, `d${domidOfSlot(this.hv, this.slot)}`, { domid: domidOfSlot(this.hv, this.slot), vcpu: this.vcpu }, `domain crashed: ${why}`);
+    domainCrash(this.hv, this.slot, why, this.o.port);
+  }
+
+  /** Resolve and import the kernel the image header names; null (and the domain crashed) if impossible. */
+  private async loadKernel(): Promise<KernelEntry | null> {
+    const entry = Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.entry_gpa)) >>> 0;
+    const page = copyFromGuest(this.hv, this.slot, entry, PAGE_SIZE);
+    const rel = page ? decodeKernelImage(page) : null;
+    if (!rel) {
+      this.crash(`no kernel image at gpa 0x${entry.toString(16)}`);
+      return null;
+    }
+    const file = path.resolve(PROJECT_ROOT, rel);
+    try {
+      const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+      if (typeof mod.default !== 'function') {
+        this.crash(`kernel ${rel} has no default export function`);
+        return null;
+      }
+      return mod.default as KernelEntry;
+    } catch (e) {
+      this.crash(`cannot load kernel ${rel}: ${e instanceof Error ? e.message : String(e)}`);
+      return null;
+    }
+  }
+
+  /** Run the vCPU: wait to be runnable, load the kernel, run it. Resolves when the thread should end. */
+  async run(): Promise<void> {
+    try {
+      this.waitUntil(this.runnable);
+      this.acquire();
+      const kernel = await this.loadKernel();
+      if (!kernel) this.park();
+      const privileged = (Atomics.load(this.hv.dom, this.hv.d(this.slot, D.flags)) & 1) !== 0;
+      const api: KernelApi = Object.freeze({
+        hypercall: this.hypercallFn(),
+        mem: makeGuestMemory(this.hv, this.slot),
+        startInfo: Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.arg0_gpa)) >>> 0,
+        vcpuId: this.vcpu,
+        host: privileged ? this.hostServices() : undefined,
+      });
+      try {
+        await kernel!(api);
+      } catch (e) {
+        if (e instanceof VcpuExit) throw e;
+        this.crash(`guest kernel threw: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+        this.park();
+      }
+      // The kernel returned without SCHEDOP_shutdown: this vCPU goes offline; the
+      // last one to do so takes the domain down, as a real kernel returning would.
+      Atomics.or(this.hv.vcpu, this.flagsIdx, VPF_down);
+      if (!this.anyVcpuUp()) this.crash('kernel returned without SCHEDOP_shutdown');
+      this.park();
+    } catch (e) {
+      if (!(e instanceof VcpuExit)) throw e;
+    }
+  }
+
+  private anyVcpuUp(): boolean {
+    const max = Atomics.load(this.hv.dom, this.hv.d(this.slot, D.max_vcpus));
+    for (let v = 0; v < max; v++) {
+      if (!(Atomics.load(this.hv.vcpu, this.hv.v(this.slot, v, V.pause_flags)) & VPF_down)) return true;
+    }
+    return false;
+  }
+}

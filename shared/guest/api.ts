@@ -1,0 +1,57 @@
+/**
+ * The capabilities a PV guest kernel receives (its "hardware" interface). A
+ * kernel is a module whose default export is a `KernelEntry`. It gets:
+ *  - `hypercall`: trap into the hypervisor on this vCPU (numbers from
+ *    shared/hypercall.ts; pointer arguments are guest-physical addresses);
+ *  - `mem`: its own guest-physical memory through accessors (never a
+ *    SharedArrayBuffer or a typed array over machine memory);
+ *  - `startInfo`: the guest-physical address of its start_info page;
+ *  - `host`: only for the initial domain (Dom0), ways to wait for host I/O
+ *    that give the pCPU away meanwhile.
+ */
+
+/** A hypercall register value. */
+export type Reg = number | bigint;
+
+export type HypercallFn = (op: number, a1?: Reg, a2?: Reg, a3?: Reg, a4?: Reg, a5?: Reg) => number;
+
+/** Thrown by guest-memory accessors for an unmapped guest-physical address (a page fault). */
+export class GuestFault extends Error {
+  constructor(readonly gpa: number, readonly write: boolean) {
+    super(`guest ${write ? 'write' : 'read'} fault at gpa 0x${gpa.toString(16)}`);
+    this.name = 'GuestFault';
+  }
+}
+
+export interface GuestMemory {
+  /** A private copy of [gpa, gpa + len). */
+  read(gpa: number, len: number): Uint8Array;
+  /** Copy `data` to [gpa, gpa + data.length). All or nothing. */
+  write(gpa: number, data: Uint8Array): void;
+  readU8(gpa: number): number;
+  readU16(gpa: number): number;
+  readU32(gpa: number): number;
+  readU64(gpa: number): bigint;
+  writeU8(gpa: number, v: number): void;
+  writeU16(gpa: number, v: number): void;
+  writeU32(gpa: number, v: number): void;
+  writeU64(gpa: number, v: bigint | number): void;
+  /** Fill [gpa, gpa + len) with a byte value. */
+  fill(gpa: number, len: number, value: number): void;
+}
+
+/** Host services for the initial domain: each gives the pCPU away while it waits. */
+export interface HostServices {
+  sleep(ms: number): Promise<void>;
+  wait<T>(p: Promise<T>): Promise<T>;
+}
+
+export interface KernelApi {
+  readonly hypercall: HypercallFn;
+  readonly mem: GuestMemory;
+  readonly startInfo: number;
+  readonly vcpuId: number;
+  readonly host?: HostServices;
+}
+
+export type KernelEntry = (k: KernelApi) => void | Promise<void>;

@@ -1,0 +1,22 @@
+/**
+ * `npm run bench`: every benchmark, each printing its table (with its same-run
+ * baseline) and rewriting its section of docs/benchmarks.md.
+ * `npm run bench -- NAME...` runs only those.
+ */
+import { benchNullHypercall } from './null-hypercall.ts';
+
+const BENCHES: Record<string, () => Promise<string>> = {
+  'null-hypercall': benchNullHypercall,
+};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+for (const name of wanted.length ? wanted : Object.keys(BENCHES)) {
+  const b = BENCHES[name];
+  if (!b) {
+    console.error(`unknown benchmark ${name}; have: ${Object.keys(BENCHES).join(', ')}`);
+    process.exit(2);
+  }
+  console.log(await b());
+  console.log();
+}
+process.exit(0);

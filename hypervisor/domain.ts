@@ -16,7 +16,8 @@ import type { PlatformPort } from './platform-port.ts';
 import {
   D, D_HANDLE_OFFSET, D_WORDS, DOMF_privileged, DOMSTATE_ACTIVE, DOMSTATE_DEAD, DOMSTATE_DYING, DOMSTATE_FREE,
   G, HvState, P2M_INVALID, P2M_TYPE_SHIFT, PGT_shared_info, p2m_map_foreign, p2m_ram_rw, V, VPF_down, VPF_killed,
-  VPF_shutdown, VT, VTHREAD_NONE, VTHREAD_STARTING, VPF_initialised,
+  VPF_shutdown, VT, VTHREAD_NONE, VTHREAD_STARTING, VPF_initialised, GNT_MAX_FRAMES, ACTIVE_PER_GRANT_FRAME,
+  MAPTRACK_MAX_FRAMES, V_WORDS,
 } from './state.ts';
 
 export interface DomainCreateParams {
@@ -148,11 +149,17 @@ export function domainCreate(hv: HvState, p: DomainCreateParams): CreatedDomain 
     hv.dom[base + D.max_maptrack_frames] = p.maxMaptrackFrames >= 0 ? p.maxMaptrackFrames : DEFAULT_MAX_MAPTRACK_FRAMES;
     hv.domBytes.set(p.handle.subarray(0, 16), slot * (D_WORDS * 4) + D_HANDLE_OFFSET);
     hv.p2m.fill(P2M_INVALID, hv.p2mIndex(slot, 0), hv.p2mIndex(slot, hv.cfg.p2mEntries));
+    hv.evtchn.fill(0, hv.ev(slot, 0, 0), hv.ev(slot + 1, 0, 0));
+    hv.virqPorts.fill(0, hv.virq(slot, 0, 0), hv.virq(slot + 1, 0, 0));
+    hv.grantFrames.fill(-1, slot * GNT_MAX_FRAMES, (slot + 1) * GNT_MAX_FRAMES);
+    hv.activeFrames.fill(-1, slot * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME, (slot + 1) * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME);
+    hv.maptrackFrames.fill(-1, slot * MAPTRACK_MAX_FRAMES, (slot + 1) * MAPTRACK_MAX_FRAMES);
+    hv.dom[base + D.maptrack_head] = -1;
     const now = hv.now();
     for (let v = 0; v < hv.cfg.maxVcpus; v++) {
       const w = hv.v(slot, v, 0);
       const wake = hv.vcpu[w + V.wake];
-      hv.vcpu.fill(0, w, w + (V.pending + 1));
+      hv.vcpu.fill(0, w, w + V_WORDS);
       hv.vcpu[w + V.wake] = wake;
       hv.vcpu[w + V.pause_flags] = VPF_down;
       hv.vcpu[w + V.runstate] = RUNSTATE_offline;

@@ -125,6 +125,18 @@ export const DOMAIN_REC = defineLayout({ name: 'domain record', header: 'hypervi
   max_maptrack_frames: i32(88),
   /** Frames of others this domain maps (foreign maps): they pin those frames. */
   foreign_maps: i32(92),
+  /** Hypervisor frames shared with the domain and owned by it (grant table frames): not in tot_pages. */
+  xenheap_pages: i32(96),
+  /** Grant table frames set up (grant_table.c nr_grant_frames). */
+  nr_grant_frames: i32(100),
+  /** Maptrack frames allocated. */
+  nr_maptrack_frames: i32(104),
+  /** Head of the maptrack free list (handle), -1 when empty. */
+  maptrack_head: i32(108),
+  /** Grant mappings this domain holds of others' frames. */
+  maptrack_in_use: i32(112),
+  /** Event channel ports in use (not closed), for -ENOSPC. */
+  evtchn_in_use: i32(116),
 });
 
 /** vCPU pause/block flags (Xen's _VPF_* plus is_initialised). */
@@ -162,9 +174,22 @@ export const VCPU_REC = defineLayout({ name: 'vcpu record', header: 'hypervisor/
   thread: i32(28),
   /** Event pending for this vCPU (set by delivery; cleared when the vCPU looks). */
   pending: i32(32),
+  /** SCHEDOP_poll in progress: the vCPU sleeps until one of its ports is pending. */
+  polling: i32(36),
+  /** VIRQ_TIMER period set (0 none); deadlines are in vcpuTime. */
+  timer_armed: i32(40),
 });
 /** 64-bit per-vCPU times (BigInt64, ns): state_entry_time, time[4], slice start. */
-export const VT = { STATE_ENTRY: 0, TIME0: 1, SLICE_START: 5, COUNT: 8 } as const;
+export const VT = {
+  STATE_ENTRY: 0, TIME0: 1, SLICE_START: 5,
+  /** Singleshot timer deadline (system time ns, 0 = none). */
+  SINGLESHOT: 6,
+  /** Periodic timer period and next deadline (0 = none). */
+  PERIOD: 7, PERIODIC_NEXT: 8,
+  /** SCHEDOP_poll timeout (0 = none). */
+  POLL_DEADLINE: 9,
+  COUNT: 10,
+} as const;
 
 /** Word indexes into a domain record (for Atomics). */
 export const D = {
@@ -188,6 +213,12 @@ export const D = {
   max_grant_frames: wordIndex(DOMAIN_REC, 'max_grant_frames'),
   max_maptrack_frames: wordIndex(DOMAIN_REC, 'max_maptrack_frames'),
   foreign_maps: wordIndex(DOMAIN_REC, 'foreign_maps'),
+  xenheap_pages: wordIndex(DOMAIN_REC, 'xenheap_pages'),
+  nr_grant_frames: wordIndex(DOMAIN_REC, 'nr_grant_frames'),
+  nr_maptrack_frames: wordIndex(DOMAIN_REC, 'nr_maptrack_frames'),
+  maptrack_head: wordIndex(DOMAIN_REC, 'maptrack_head'),
+  maptrack_in_use: wordIndex(DOMAIN_REC, 'maptrack_in_use'),
+  evtchn_in_use: wordIndex(DOMAIN_REC, 'evtchn_in_use'),
 } as const;
 export const D_WORDS = DOMAIN_REC.size >> 2;
 export const D_HANDLE_OFFSET = DOMAIN_REC.fields.handle.offset;
@@ -203,7 +234,27 @@ export const V = {
   preempt: wordIndex(VCPU_REC, 'preempt'),
   thread: wordIndex(VCPU_REC, 'thread'),
   pending: wordIndex(VCPU_REC, 'pending'),
+  polling: wordIndex(VCPU_REC, 'polling'),
+  timer_armed: wordIndex(VCPU_REC, 'timer_armed'),
 } as const;
+
+/** Event channel port record: 4 words per port (Xen's struct evtchn). */
+export const EVTCHN_WORDS = 4;
+/** Word 0: ECS_* state in bits 0-7, notify vCPU in bits 8-15. */
+export const EV_STATE = 0;
+/** Word 1: unbound: remote domid allowed to bind; interdomain: remote domid; virq: the VIRQ. */
+export const EV_REMOTE_DOM = 1;
+/** Word 2: interdomain: remote port. */
+export const EV_REMOTE_PORT = 2;
+/** Word 3: the remote domain's slot generation when bound (detects a reused slot). */
+export const EV_REMOTE_GEN = 3;
+/** NR_VIRQS (xen.h). */
+export const NR_VIRQS = 24;
+/** Grant frames and maptrack frames a domain may have at most (Xen's defaults). */
+export const GNT_MAX_FRAMES = 64;
+export const MAPTRACK_MAX_FRAMES = 1024;
+/** Active-entry frames per grant frame (16-byte active entries, 256 per page). */
+export const ACTIVE_PER_GRANT_FRAME = 2;
 export const V_WORDS = VCPU_REC.size >> 2;
 
 /** Byte offsets of every region inside the state buffer, derived from the config. */
@@ -226,6 +277,11 @@ export interface StateRegions {
   readonly pcpuOwner: number;
   readonly conring: number;
   readonly serialRx: number;
+  readonly evtchn: number;
+  readonly virqPorts: number;
+  readonly grantFrames: number;
+  readonly activeFrames: number;
+  readonly maptrackFrames: number;
   readonly total: number;
 }
 
@@ -258,9 +314,18 @@ export function stateRegions(cfg: HostConfig): StateRegions {
   const pcpuOwner = take(cfg.pcpus * 4);
   const conring = take(cfg.conringSize);
   const serialRx = take(SERIAL_RX_SIZE);
+  const evtchn = take(cfg.maxDomains * EVTCHN_2L_PORTS * EVTCHN_WORDS * 4);
+  const virqPorts = take(cfg.maxDomains * cfg.maxVcpus * NR_VIRQS * 4);
+  const grantFrames = take(cfg.maxDomains * GNT_MAX_FRAMES * 4);
+  const activeFrames = take(cfg.maxDomains * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME * 4);
+  const maptrackFrames = take(cfg.maxDomains * MAPTRACK_MAX_FRAMES * 4);
   return { globals, globals64, ftOwner, ftCount, ftType, ftGfn, ftOrder, ftNext, ftPrev, buddyHeads,
-    domains, domidMap, p2m, vcpus, vcpuTimes, pcpuOwner, conring, serialRx, total: align(at, 8) };
+    domains, domidMap, p2m, vcpus, vcpuTimes, pcpuOwner, conring, serialRx, evtchn, virqPorts, grantFrames,
+    activeFrames, maptrackFrames, total: align(at, 8) };
 }
+
+/** Ports of the 2-level event channel ABI. */
+export const EVTCHN_2L_PORTS = 4096;
 
 /** Serial input ring size (Xen's SERIAL_RXBUFSZ... console.c serial_rx_ring: 128). */
 export const SERIAL_RX_SIZE = 128;
@@ -302,6 +367,18 @@ export class HvState {
   readonly pcpuOwner: Int32Array;
   readonly conring: Uint8Array;
   readonly serialRx: Uint8Array;
+  /** Event channel port records, EVTCHN_WORDS per port, EVTCHN_2L_PORTS per domain slot. */
+  readonly evtchn: Int32Array;
+  /** (slot, vcpu, virq) -> bound port or 0. */
+  readonly virqPorts: Int32Array;
+  /** (slot, i) -> mfn of grant table frame i, -1 none. */
+  readonly grantFrames: Int32Array;
+  /** (slot, i) -> mfn of active-entry frame i, -1 none. */
+  readonly activeFrames: Int32Array;
+  /** (slot, i) -> mfn of maptrack frame i, -1 none. */
+  readonly maptrackFrames: Int32Array;
+  /** Machine memory as 32-bit words (atomic bit operations on guest-visible pages). */
+  readonly mem32: Int32Array;
   /** Machine memory, all frames. */
   readonly mem8: Uint8Array;
 
@@ -331,6 +408,12 @@ export class HvState {
     this.pcpuOwner = new Int32Array(s, r.pcpuOwner, cfg.pcpus);
     this.conring = new Uint8Array(s, r.conring, cfg.conringSize);
     this.serialRx = new Uint8Array(s, r.serialRx, SERIAL_RX_SIZE);
+    this.evtchn = new Int32Array(s, r.evtchn, cfg.maxDomains * EVTCHN_2L_PORTS * EVTCHN_WORDS);
+    this.virqPorts = new Int32Array(s, r.virqPorts, cfg.maxDomains * cfg.maxVcpus * NR_VIRQS);
+    this.grantFrames = new Int32Array(s, r.grantFrames, cfg.maxDomains * GNT_MAX_FRAMES);
+    this.activeFrames = new Int32Array(s, r.activeFrames, cfg.maxDomains * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME);
+    this.maptrackFrames = new Int32Array(s, r.maptrackFrames, cfg.maxDomains * MAPTRACK_MAX_FRAMES);
+    this.mem32 = new Int32Array(buffers.mem);
     this.mem8 = new Uint8Array(buffers.mem);
   }
 
@@ -355,6 +438,16 @@ export class HvState {
   /** Index into vcpuTime for vCPU (slot, vcpu), entry `k` (VT.*). */
   vt(slot: number, vcpu: number, k: number): number {
     return (slot * this.cfg.maxVcpus + vcpu) * VT.COUNT + k;
+  }
+
+  /** Index of word `w` of port `port` of domain slot `slot` in `evtchn`. */
+  ev(slot: number, port: number, w: number): number {
+    return (slot * EVTCHN_2L_PORTS + port) * EVTCHN_WORDS + w;
+  }
+
+  /** Index into virqPorts. */
+  virq(slot: number, vcpu: number, virq: number): number {
+    return (slot * this.cfg.maxVcpus + vcpu) * NR_VIRQS + virq;
   }
 
   /** Index into p2m for (slot, gfn). */

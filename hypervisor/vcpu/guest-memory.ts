@@ -10,6 +10,15 @@ import type { HvState } from '../state.ts';
 
 export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   const scratch = new DataView(new ArrayBuffer(8));
+  const mem16 = new Uint16Array(hv.buffers.mem);
+  /** Machine address of an aligned word for an atomic op; faults on misalignment or no mapping. */
+  const aligned = (gpa: number, width: number, write: boolean): number => {
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % width !== 0) throw new GuestFault(gpa, write);
+    const ma = gpaToMachine(hv, slot, gpa, write);
+    if (ma < 0) throw new GuestFault(gpa, write);
+    return ma;
+  };
+  const w32 = (gpa: number, write: boolean): number => aligned(gpa, 4, write) >> 2;
   const one = (gpa: number, write: boolean, width: number): number => {
     // A naturally aligned scalar never crosses a page; an unaligned one might.
     if (!Number.isSafeInteger(gpa) || gpa < 0) throw new GuestFault(gpa, write);
@@ -53,6 +62,14 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
     writeU32: (gpa, v) => writeN(gpa, 4, (dv) => dv.setUint32(0, v >>> 0, true)),
     writeU64: (gpa, v) => writeN(gpa, 8, (dv) => dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true)),
     fill: (gpa, len, value) => write(gpa, new Uint8Array(len).fill(value)),
+    atomicOr32: (gpa, v) => Atomics.or(hv.mem32, w32(gpa, true), v | 0) >>> 0,
+    atomicAnd32: (gpa, v) => Atomics.and(hv.mem32, w32(gpa, true), v | 0) >>> 0,
+    atomicXchg32: (gpa, v) => Atomics.exchange(hv.mem32, w32(gpa, true), v | 0) >>> 0,
+    atomicXchg8: (gpa, v) => Atomics.exchange(hv.mem8, aligned(gpa, 1, true), v & 0xff),
+    atomicCmpxchg16: (gpa, e, v) => Atomics.compareExchange(mem16, aligned(gpa, 2, true) >> 1, e & 0xffff, v & 0xffff),
+    atomicCmpxchg32: (gpa, e, v) => Atomics.compareExchange(hv.mem32, w32(gpa, true), e | 0, v | 0) >>> 0,
+    atomicLoad32: (gpa) => Atomics.load(hv.mem32, w32(gpa, false)) >>> 0,
+    atomicStore32: (gpa, v) => { Atomics.store(hv.mem32, w32(gpa, true), v | 0); },
   };
   return Object.freeze(api);
 }

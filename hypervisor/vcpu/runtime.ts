@@ -190,6 +190,7 @@ export class VcpuRuntime implements SchedHooks {
       const privileged = (Atomics.load(this.hv.dom, this.hv.d(this.slot, D.flags)) & 1) !== 0;
       const api: KernelApi = Object.freeze({
         hypercall: this.hypercallFn(),
+        rdtsc: () => this.hv.now(),
         mem: makeGuestMemory(this.hv, this.slot),
         startInfo: Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.arg0_gpa)) >>> 0,
         vcpuId: this.vcpu,

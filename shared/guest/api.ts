@@ -38,6 +38,19 @@ export interface GuestMemory {
   writeU64(gpa: number, v: bigint | number): void;
   /** Fill [gpa, gpa + len) with a byte value. */
   fill(gpa: number, len: number, value: number): void;
+  /**
+   * Atomic read-modify-write on naturally aligned words (the guest's lock-prefixed
+   * instructions, for memory the hypervisor or another domain updates too: event
+   * channel bitmaps, grant entry flags, ring indexes). Each returns the old value.
+   */
+  atomicOr32(gpa: number, v: number): number;
+  atomicAnd32(gpa: number, v: number): number;
+  atomicXchg32(gpa: number, v: number): number;
+  atomicXchg8(gpa: number, v: number): number;
+  atomicCmpxchg16(gpa: number, expected: number, v: number): number;
+  atomicCmpxchg32(gpa: number, expected: number, v: number): number;
+  atomicLoad32(gpa: number): number;
+  atomicStore32(gpa: number, v: number): void;
 }
 
 /** Host services for the initial domain: each gives the pCPU away while it waits. */
@@ -48,6 +61,12 @@ export interface HostServices {
 
 export interface KernelApi {
   readonly hypercall: HypercallFn;
+  /**
+   * The time-stamp counter: nanoseconds since the host booted, as a 1 GHz TSC.
+   * With vcpu_time_info (tsc_to_system_mul 0x80000000, tsc_shift 1) it gives
+   * Xen system time, which timers and SCHEDOP_poll deadlines use.
+   */
+  readonly rdtsc: () => bigint;
   readonly mem: GuestMemory;
   readonly startInfo: number;
   readonly vcpuId: number;

@@ -95,6 +95,7 @@ export class TestMachine {
     const api: KernelApi = {
       hypercall: (op: number, a1?: Reg, a2?: Reg, a3?: Reg, a4?: Reg, a5?: Reg) => call(op, a1, a2, a3, a4, a5),
       mem: makeGuestMemory(this.hv, slot),
+      rdtsc: () => this.hv.now(),
       startInfo: START_INFO_GFN * PAGE_SIZE,
       vcpuId: vcpu,
     };

@@ -80,6 +80,8 @@ export abstract class SchedulerBase<U extends UnitBase, D extends DomBase<U>> im
   /** curr_on_cpu(): null means the pCPU runs its idle vCPU. */
   protected readonly curr: (U | null)[];
   private readonly softirqPending = new Set<number>();
+  /** The latest clock value seen by doSchedule or tick, for dump(). */
+  private lastNow = 0;
 
   constructor(readonly nrPcpus: number) {
     if (!Number.isInteger(nrPcpus) || nrPcpus < 1) throw new RangeError(`nrPcpus must be >= 1, got ${nrPcpus}`);
@@ -256,6 +258,7 @@ export abstract class SchedulerBase<U extends UnitBase, D extends DomBase<U>> im
 
   doSchedule(pcpu: number, now: number): ScheduleDecision {
     this.checkCpu(pcpu);
+    this.lastNow = Math.max(this.lastNow, now);
     const prev = this.curr[pcpu];
     const d = this.schedule(pcpu, now);
     const next = d.next;
@@ -282,6 +285,7 @@ export abstract class SchedulerBase<U extends UnitBase, D extends DomBase<U>> im
   }
 
   tick(now: number): void {
+    this.lastNow = Math.max(this.lastNow, now);
     this.tickPolicy(now);
   }
 
@@ -337,8 +341,8 @@ export abstract class SchedulerBase<U extends UnitBase, D extends DomBase<U>> im
     return unit ? runstateSnapshot(unit.runstate, now) : undefined;
   }
 
-  /** Laid out as Xen's dump_runq() ('r' debug key) prints it. */
-  dump(now: number): string {
+  /** Laid out as Xen's dump_runq() ('r' debug key) prints it; `now` defaults to the last doSchedule/tick time. */
+  dump(now: number = this.lastNow): string {
     const cpus = formatCpuList(allCpus(this.nrPcpus));
     const lines = [
       `NOW=${now}`,

@@ -66,10 +66,6 @@ export interface CschedAcctState {
  * Xen advances start_time only by the time it charged and also keeps the
  * remainder in `residual`, so a remainder is charged twice; here start_time
  * moves to `now` and only `residual` carries the remainder.
- *
- * Hardening (not in Xen): a unit whose credit this takes below 0 drops to OVER
- * at once, instead of at the next csched_acct(), so a unit that always blocks
- * before the tick cannot keep UNDER (and so BOOST on every wake) on spent credit.
  */
 export function burnCredits(svc: CschedUnit, now: number): void {
   const delta = now - svc.start_time;
@@ -79,7 +75,6 @@ export function burnCredits(svc: CschedUnit, now: number): void {
   svc.residual = val - credits * NS_PER_MS;
   svc.credit -= credits;
   svc.start_time = now;
-  if (svc.credit < 0 && svc.pri > CSCHED_PRI_TS_OVER) svc.pri = CSCHED_PRI_TS_OVER;
 }
 
 /** __csched_unit_acct_start(): put the unit (and its domain) on the active lists. */

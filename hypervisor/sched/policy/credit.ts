@@ -7,13 +7,19 @@
  * Where this differs from Xen, on purpose (each marked "Hardening" below):
  *  - a unit is charged exactly at every deschedule and every tick, and joins
  *    the active list when charged at a deschedule too (Xen: only at a tick), so
- *    a unit that is never running at a tick still gets accounted;
- *  - a unit loses BOOST when it is descheduled, not only at a tick;
- *  - credit below 0 means OVER at once (see burnCredits);
- *  - when a higher-priority waker preempts a unit that could run on an idle
- *    pCPU, the preempted unit moves there (Xen's comment in __runq_tickle()
- *    intends this; its code tests the waker's affinity and, without soft
- *    affinity, never moves it), so no pCPU idles while that unit waits.
+ *    a unit that is never running at a tick still earns and loses priority in
+ *    csched_acct() (otherwise it stays UNDER, and BOOSTed on every wake, for ever);
+ *  - a unit loses BOOST when it is descheduled, not only at a tick, and a
+ *    waking unit is boosted only if its credit, charged up to its last
+ *    deschedule, is still >= 0 (Xen: if the last csched_acct() left it UNDER);
+ *    with these, a vCPU that blocks just before every tick and wakes just after
+ *    gets its fair share (Xen's literal rules give it 90% against one hog);
+ *  - a unit put back on its run queue at a deschedule is offered to an idle
+ *    pCPU in its affinity (Xen leaves it queued until that pCPU happens to
+ *    schedule), and a unit preempted by a waker that cannot use the idle pCPUs
+ *    moves to one (Xen's comment in __runq_tickle() intends this; its code tests
+ *    the waker's affinity and so, without soft affinity, never does it): no pCPU
+ *    idles while a unit allowed on it waits.
  * Not modelled: SMT siblings and NUMA nodes, soft affinity, cpupools, the
  * running-unit migration check in csched_unit_acct(), tasklets.
  */
@@ -31,6 +37,15 @@ import { SLICE_NONE, XEN_SCHEDULER_CREDIT, type SchedParams, type VcpuRef } from
 
 const MILLISECS = (ms: number): number => ms * 1_000_000;
 const MICROSECS = (us: number): number => us * 1_000;
+
+export interface CreditOptions {
+  /**
+   * The accounting hardenings above (deschedule charging joins the active
+   * list, deschedule ends BOOST, boost needs credit >= 0). Default true; false
+   * gives Xen's literal rules, under which the yield-before-tick attack works.
+   */
+  readonly hardened?: boolean;
+}
 
 /** struct csched_pcpu. */
 interface CschedPcpu {
@@ -61,8 +76,11 @@ export class CreditScheduler extends SchedulerBase<CschedUnit, CschedDom> {
   /** When csched_acct() (the master ticker) runs next. */
   private nextAcct: number;
 
-  constructor(nrPcpus: number) {
+  private readonly hardened: boolean;
+
+  constructor(nrPcpus: number, opts: CreditOptions = {}) {
     super(nrPcpus);
+    this.hardened = opts.hardened ?? true;
     this.pcpus = Array.from({ length: nrPcpus }, () => ({ runq: [], runq_sort_last: 0, tick: 0 }));
     for (let c = 0; c < nrPcpus; c++) this.idlers.add(c);
     this.acct = {
@@ -106,12 +124,15 @@ export class CreditScheduler extends SchedulerBase<CschedUnit, CschedDom> {
 
   /**
    * csched_unit_wake(): queue the unit and tickle. Only a real wake of an UNDER
-   * unit boosts it; not a migration, not an unpark after a cap.
+   * unit that still has credit boosts it; not a migration, not an unpark after a cap.
    */
   protected wakeUnit(svc: CschedUnit, _now: number, reason: WakeReason): void {
     if (this.isCurr(svc) || svc.onRunq) return;
     if (!this.allowed(svc, svc.processor)) svc.processor = this.cpuPick(svc);
-    if (reason === 'wake' && svc.pri === CSCHED_PRI_TS_UNDER) svc.pri = CSCHED_PRI_TS_BOOST;
+    // Hardening: UNDER is what the last csched_acct() said; also require the credit left now.
+    if (reason === 'wake' && svc.pri === CSCHED_PRI_TS_UNDER && (svc.credit >= 0 || !this.hardened)) {
+      svc.pri = CSCHED_PRI_TS_BOOST;
+    }
     this.runqInsert(svc.processor, svc);
     this.runqTickle(svc);
   }
@@ -229,6 +250,21 @@ export class CreditScheduler extends SchedulerBase<CschedUnit, CschedDom> {
     }
   }
 
+  /**
+   * Hardening: offer each unit still queued on cpu to a distinct idle pCPU in
+   * its affinity, which will steal it (csched_load_balance()). Xen leaves them
+   * queued until an idle pCPU happens to schedule.
+   */
+  private tickleIdlers(cpu: number): void {
+    for (const svc of this.pcpus[cpu].runq) {
+      const idle = svc.affinity.filter((c) => c !== cpu && this.idlers.has(c));
+      if (idle.length === 0) continue;
+      this.last_tickle_cpu = cpumaskCycle(this.last_tickle_cpu, idle);
+      this.idlers.delete(this.last_tickle_cpu);
+      this.raiseSchedule(this.last_tickle_cpu);
+    }
+  }
+
   /** csched_runq_steal(): the first unit on peer's queue better than `pri` that may run on cpu. */
   private runqSteal(peer: number, cpu: number, pri: number): CschedUnit | null {
     if (this.curr[peer] === null) return null; // peer is about to pick up its own work
@@ -289,6 +325,7 @@ export class CreditScheduler extends SchedulerBase<CschedUnit, CschedDom> {
     let migrated = false;
     if (snext && pri > CSCHED_PRI_TS_OVER) this.runqRemove(snext);
     else [snext, migrated] = this.loadBalance(cpu, snext, pri);
+    this.tickleIdlers(cpu);
 
     if (snext) {
       this.idlers.delete(cpu);
@@ -302,8 +339,10 @@ export class CreditScheduler extends SchedulerBase<CschedUnit, CschedDom> {
 
   /** The descheduled unit: account it, then queue it here, move it, or let it go. */
   private requeueCurrent(scurr: CschedUnit, cpu: number): void {
-    if (scurr.pri === CSCHED_PRI_TS_BOOST) scurr.pri = CSCHED_PRI_TS_UNDER; // Hardening
-    if (!scurr.active) acctStart(this.acct, scurr); // Hardening
+    if (this.hardened) {
+      if (scurr.pri === CSCHED_PRI_TS_BOOST) scurr.pri = CSCHED_PRI_TS_UNDER; // Hardening
+      if (!scurr.active) acctStart(this.acct, scurr); // Hardening
+    }
     if (this.runnable(scurr)) {
       if (this.allowed(scurr, cpu) && !scurr.kickedAway) {
         this.runqInsert(cpu, scurr);

@@ -5,76 +5,36 @@
  * Units burn credit as they run, faster the lower their weight
  * (burn = ran_ns * max_weight / weight); the run queue is ordered by credit,
  * highest first; when the best candidate has credit <= 0 every unit of the run
- * queue gets CSCHED2_CREDIT_INIT more (clipped at INIT + CARRYOVER_MAX). There
- * is no boost: a waking unit that ran little simply has more credit. A cap is a
- * budget of cap% of CSCHED2_BDGT_REPL_PERIOD, replenished every period
- * (tick()); a unit that finds no budget is parked until the replenishment.
+ * queue gets CSCHED2_CREDIT_INIT more, clipped. There is no boost: a waking
+ * unit that ran little simply has more credit. A cap is a budget of cap% of
+ * CSCHED2_BDGT_REPL_PERIOD, replenished every period (tick()); a unit that
+ * finds no budget is parked until the replenishment.
+ *
+ * Where this differs from Xen, on purpose (details at each function):
+ *  - at a credit reset a runnable unit is clipped at INIT + CREDIT_INIT, not
+ *    INIT + CARRYOVER_MAX, which only blocked units get (resetCredit());
+ *  - a waker with more credit than the unit on its own pCPU tickles that pCPU
+ *    even inside the unit's rate limit, and gets it when the rate limit ends
+ *    (tickleScore()).
  *
  * All pCPUs share one run queue: what Xen's default runqueue=socket gives on a
  * single-socket host of up to MAX_CPUS_RUNQ (16) pCPUs. Not modelled: several
  * run queues and the load balancing between them, load tracking, SMT, soft
  * affinity, tasklets.
  */
-import { SCHED_DEFAULT_RATELIMIT_US, SchedulerBase, type DomBase, type UnitBase, type UnitDecision } from './base.ts';
+import { SCHED_DEFAULT_RATELIMIT_US, SchedulerBase, type UnitDecision } from './base.ts';
 import { cpumaskCycle, cpumaskTestOrCycle } from './cpumask.ts';
+import {
+  CSCHED2_BDGT_REPL_PERIOD, CSCHED2_CARRYOVER_MAX, CSCHED2_CARRYOVER_MAX_RUNNABLE, CSCHED2_CREDIT_INIT,
+  CSCHED2_CREDIT_MIN, CSCHED2_CREDIT_RESET, CSCHED2_DEFAULT_WEIGHT, CSCHED2_IDLE_CREDIT, CSCHED2_MAX_TIMER,
+  CSCHED2_MIGRATE_COMPENSATION, CSCHED2_MIGRATE_RESIST, CSCHED2_MIN_TIMER, CSCHED2_RATELIMIT_TICKLE_TOLERANCE,
+  NO_BUDGET_LIMIT, c2t, t2cUpdate, type Csched2Dom, type Csched2Unit,
+} from './credit2-defs.ts';
 import { SLICE_NONE, XEN_SCHEDULER_CREDIT2, type SchedParams, type VcpuRef } from './types.ts';
 
-const MILLISECS = (ms: number): number => ms * 1_000_000;
+export * from './credit2-defs.ts';
+
 const MICROSECS = (us: number): number => us * 1_000;
-
-export const CSCHED2_DEFAULT_WEIGHT = 256;
-/** Minimum length a timer will be set. */
-export const CSCHED2_MIN_TIMER = MICROSECS(500);
-/** Credit units start with and are reset to: the highest weight can run 10 ms. */
-export const CSCHED2_CREDIT_INIT = MILLISECS(10);
-export const CSCHED2_CREDIT_MIN = -CSCHED2_CREDIT_INIT;
-/** The idle unit's credit: below any real unit's. */
-export const CSCHED2_IDLE_CREDIT = CSCHED2_CREDIT_MIN - 1;
-export const CSCHED2_CARRYOVER_MAX = CSCHED2_MIN_TIMER;
-/** opt_migrate_resist = 500 us. */
-export const CSCHED2_MIGRATE_RESIST = MICROSECS(500);
-export const CSCHED2_MIGRATE_COMPENSATION = MICROSECS(50);
-export const CSCHED2_RATELIMIT_TICKLE_TOLERANCE = MICROSECS(50);
-/** Reset: value below which credit will be reset. */
-export const CSCHED2_CREDIT_RESET = 0;
-/** Maximum time a guest can be run for. */
-export const CSCHED2_MAX_TIMER = CSCHED2_CREDIT_INIT;
-/** Period of the cap replenishment (opt_cap_period = 10 ms). */
-export const CSCHED2_BDGT_REPL_PERIOD = MILLISECS(10);
-
-/** Xen's STIME_MAX as a budget: "no cap". */
-const NO_BUDGET_LIMIT = Number.POSITIVE_INFINITY;
-
-/** struct csched2_unit. */
-interface Csched2Unit extends UnitBase {
-  readonly sdom: Csched2Dom;
-  credit: number;
-  weight: number;
-  /** Remainder of the time-to-credit division. */
-  residual: number;
-  /** Budget held (capped domains), Infinity when the domain has no cap. */
-  budget: number;
-  budget_quota: number;
-  start_time: number;
-  /** The pCPU tickled to pick this unit up, -1 if none. */
-  tickled_cpu: number;
-  /** CSFLAG_unit_yield. */
-  yieldFlag: boolean;
-  /** CSFLAG_pinned. */
-  pinned: boolean;
-  onRunq: boolean;
-}
-
-/** struct csched2_dom. */
-interface Csched2Dom extends DomBase<Csched2Unit> {
-  weight: number;
-  cap: number;
-  tot_budget: number;
-  budget: number;
-  next_repl: number;
-  /** Units waiting for budget, most recently parked first. */
-  readonly parked_units: Csched2Unit[];
-}
 
 export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
   readonly name = 'SMP Credit Scheduler rev2';
@@ -101,34 +61,30 @@ export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
 
   // ---- credit ---------------------------------------------------------------
 
-  /** t2c_update() within burn_credits(): charge `time` ns at max_weight / weight. */
-  private t2cUpdate(time: number, svc: Csched2Unit): void {
-    const val = time * this.max_weight + svc.residual;
-    if (!Number.isSafeInteger(val)) {
-      svc.residual = 0;
-      svc.credit = CSCHED2_CREDIT_MIN;
-      return;
-    }
-    const burnt = Math.floor(val / svc.weight);
-    svc.residual = val - burnt * svc.weight;
-    svc.credit = Math.max(svc.credit - burnt, CSCHED2_CREDIT_MIN);
-  }
-
-  /** c2t(). */
-  private c2t(credit: number, svc: Csched2Unit): number {
-    return Math.floor((credit * svc.weight) / this.max_weight);
-  }
-
   /** burn_credits(): charge the running unit for the time since start_time, and its budget. */
   private burnCredits(svc: Csched2Unit, now: number): void {
     const delta = now - svc.start_time;
     if (delta <= 0) return;
-    this.t2cUpdate(delta, svc);
+    t2cUpdate(delta, svc, this.max_weight);
     if (this.hasCap(svc)) svc.budget -= delta;
     svc.start_time = now;
   }
 
-  /** reset_credit(): everyone on the run queue gets CREDIT_INIT more, clipped. */
+  /**
+   * reset_credit(): every unit of the run queue gets CREDIT_INIT more (twice
+   * that if snext sits at CREDIT_MIN), clipped.
+   *
+   * Deviation: Xen clips every unit at INIT + CARRYOVER_MAX. With several
+   * pCPUs on one run queue the reset comes when the best *queued* unit is
+   * spent, while a unit that has just started on another pCPU may still hold
+   * most of its credit; clipping it then takes away what it waited for, and
+   * shares lock in unfairly (4 equal CPU-bound vCPUs on 3 pCPUs: 85/72/72/72%,
+   * 5 on 4: 87/87/87/87/52%). Here a runnable unit is clipped at
+   * INIT + CSCHED2_CARRYOVER_MAX_RUNNABLE; a blocked, parked or offline one,
+   * which the clip exists for (it must not hoard credit while idle), at
+   * Xen's INIT + CARRYOVER_MAX. With one pCPU nothing changes: at a reset no
+   * runnable unit is above 0.
+   */
   private resetCredit(now: number, snext: Csched2Unit): void {
     let reset = CSCHED2_CREDIT_INIT;
     if (snext.credit === CSCHED2_CREDIT_MIN) reset += CSCHED2_CREDIT_INIT;
@@ -137,7 +93,8 @@ export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
         this.burnCredits(svc, now);
         if (svc.budget <= 0) this.tickleCpu(svc.processor);
       }
-      svc.credit = Math.min(svc.credit + reset, CSCHED2_CREDIT_INIT + CSCHED2_CARRYOVER_MAX);
+      const carryover = this.runnable(svc) ? CSCHED2_CARRYOVER_MAX_RUNNABLE : CSCHED2_CARRYOVER_MAX;
+      svc.credit = Math.min(svc.credit + reset, CSCHED2_CREDIT_INIT + carryover);
       svc.start_time = now;
     }
   }
@@ -241,10 +198,20 @@ export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
     return now - cur.runstate.state_entry_time > this.ratelimit - CSCHED2_RATELIMIT_TICKLE_TOLERANCE;
   }
 
-  /** tickle_score(): how much better snew is than what runs on cpu; -1 if cpu can't be preempted. */
+  /**
+   * tickle_score(): how much better snew is than what runs on cpu; -1 if cpu
+   * runs nothing, or if cpu is not snew's own pCPU and its unit is inside its
+   * ratelimit. Deviation: Xen also refuses snew's own pCPU then, and snew waits
+   * for the rest of cur's slice (up to CSCHED2_MAX_TIMER); here that pCPU is
+   * tickled anyway, keeps cur until the ratelimit ends (runq_candidate(),
+   * csched2_runtime()) and then switches, so a waker with more credit waits at
+   * most about the ratelimit on its own pCPU. Such a tickle does not reserve
+   * snew for that pCPU (runqTickle()), so a pCPU that goes idle meanwhile takes it.
+   */
   private tickleScore(now: number, snew: Csched2Unit, cpu: number): number {
     const cur = this.curr[cpu];
-    if (!cur || !this.isPreemptable(cur, now)) return -1;
+    if (!cur) return -1;
+    if (cpu !== snew.processor && !this.isPreemptable(cur, now)) return -1;
     this.burnCredits(cur, now);
     let score = snew.credit - cur.credit;
     if (snew.processor !== cpu) score -= CSCHED2_MIGRATE_RESIST;
@@ -289,7 +256,9 @@ export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
     }
     if (ipid < 0) return;
     this.tickleCpu(ipid);
-    snew.tickled_cpu = ipid;
+    /* A pCPU that will keep its unit until the rate limit ends does not reserve snew (see tickleScore()). */
+    const cur = this.curr[ipid];
+    snew.tickled_cpu = cur && !this.isPreemptable(cur, now) ? -1 : ipid;
   }
 
   /** A pCPU in the unit's affinity, its current one if allowed (get_fallback_cpu()). */
@@ -466,7 +435,7 @@ export class Credit2Scheduler extends SchedulerBase<Csched2Unit, Csched2Dom> {
     let rt_credit = snext.credit;
     const swait = this.runq[0];
     if (swait && swait.credit > 0) rt_credit = snext.credit - swait.credit;
-    let time = rt_credit > 0 ? this.c2t(rt_credit, snext) : 0;
+    let time = rt_credit > 0 ? c2t(rt_credit, snext, this.max_weight) : 0;
     if (this.hasCap(snext)) time = Math.min(snext.budget, time);
     if (time < min_time) time = min_time;
     else if (time > CSCHED2_MAX_TIMER) time = CSCHED2_MAX_TIMER;

@@ -108,6 +108,6 @@ export interface Scheduler {
   current(pcpu: number): VcpuRef | null;
   /** VCPUOP_get_runstate_info's view of the vCPU at `now`. */
   runstate(ref: VcpuRef, now: number): RunstateInfo | undefined;
-  /** What `xl debug-keys r` prints for this scheduler. */
-  dump(now: number): string;
+  /** What `xl debug-keys r` prints for this scheduler; `now` defaults to the last doSchedule/tick time. */
+  dump(now?: number): string;
 }

@@ -42,6 +42,12 @@ export interface SimConfig {
   readonly scheduler: SchedOptName | Scheduler;
   readonly nrPcpus: number;
   readonly durationNs: number;
+  /**
+   * CPU time, idle time and wake-up latencies are counted only from this time
+   * on (default 0), so that start-up transients (every vCPU woken, and in
+   * credit boosted, at once) stay out of steady-state figures.
+   */
+  readonly warmupNs?: number;
   readonly domains: readonly SimDomainSpec[];
   readonly actions?: readonly SimAction[];
 }
@@ -53,14 +59,15 @@ export interface LatencyStats {
 }
 
 export interface VcpuResult extends VcpuRef {
+  /** CPU time in the measured window (warmupNs..durationNs). */
   readonly cpuNs: number;
-  /** cpuNs / durationNs: the fraction of one pCPU it got. */
+  /** cpuNs / the window's length: the fraction of one pCPU it got. */
   readonly share: number;
-  /** CPU time on each pCPU. */
+  /** CPU time on each pCPU, in the window. */
   readonly perPcpuNs: readonly number[];
   /** When it first ran; -1 if never. */
   readonly firstRunNs: number;
-  /** From each wake-up (after a block) to the moment it next ran. */
+  /** From each wake-up (after a block) in the window to the moment it next ran. */
   readonly wakeLatency: LatencyStats;
 }
 
@@ -81,6 +88,8 @@ export interface PcpuResult {
 export interface SimResult {
   readonly scheduler: SchedOptName;
   readonly durationNs: number;
+  /** Length of the measured window: durationNs - warmupNs. */
+  readonly windowNs: number;
   readonly vcpus: readonly VcpuResult[];
   readonly domains: readonly DomainResult[];
   readonly pcpus: readonly PcpuResult[];
@@ -131,6 +140,10 @@ export class Simulation {
   private schedules = 0;
 
   constructor(private readonly cfg: SimConfig) {
+    const w = cfg.warmupNs ?? 0;
+    if (!(Number.isInteger(cfg.durationNs) && cfg.durationNs > 0 && Number.isInteger(w) && w >= 0 && w < cfg.durationNs)) {
+      throw new Error('simulation: durationNs must be a positive integer above warmupNs');
+    }
     this.sched = Simulation.makeScheduler(cfg);
     const n = this.sched.nrPcpus;
     this.running = new Array<SimVcpu | null>(n).fill(null);
@@ -223,22 +236,23 @@ export class Simulation {
     }
   }
 
-  /** Let time pass to t with nothing changing: charge CPU time and idle time. */
+  /** Let time pass to t with nothing changing: run the workloads; count CPU and idle time in the window. */
   private advance(t: number): void {
     const dt = t - this.now;
-    if (dt > 0) {
+    for (const v of this.running) if (v && v.workload.kind === 'io') v.burstLeft -= dt;
+    const counted = t - Math.max(this.now, this.cfg.warmupNs ?? 0);
+    if (counted > 0) {
       const waiting = this.vcpus.filter((v) => !v.removed && v.pcpu < 0
         && this.sched.runstate(v.ref, this.now)?.state === RUNSTATE_runnable);
       for (let p = 0; p < this.running.length; p++) {
         const v = this.running[p];
         if (v) {
-          v.cpuNs += dt;
-          v.perPcpuNs[p] += dt;
-          if (v.workload.kind === 'io') v.burstLeft -= dt;
-          this.busy[p] += dt;
+          v.cpuNs += counted;
+          v.perPcpuNs[p] += counted;
+          this.busy[p] += counted;
         } else {
-          this.idle[p] += dt;
-          if (waiting.some((w) => w.affinity.includes(p))) this.idleRunnable[p] += dt;
+          this.idle[p] += counted;
+          if (waiting.some((w) => w.affinity.includes(p))) this.idleRunnable[p] += counted;
         }
       }
     }
@@ -259,7 +273,7 @@ export class Simulation {
       v.blocked = false;
       v.wakeAt = Number.POSITIVE_INFINITY;
       if (v.workload.kind === 'io') v.burstLeft = v.workload.runNs;
-      v.wokenAt = now;
+      v.wokenAt = now >= (this.cfg.warmupNs ?? 0) ? now : null;
       s.wake(v.ref, now);
     }
     if (now >= this.nextTick) {
@@ -364,7 +378,7 @@ export class Simulation {
   }
 
   private result(): SimResult {
-    const dur = this.cfg.durationNs;
+    const dur = this.cfg.durationNs - (this.cfg.warmupNs ?? 0);
     const vcpus: VcpuResult[] = this.vcpus.map((v) => ({
       domid: v.ref.domid, vcpuId: v.ref.vcpuId, cpuNs: v.cpuNs, share: v.cpuNs / dur,
       perPcpuNs: [...v.perPcpuNs], firstRunNs: v.firstRunNs,
@@ -378,7 +392,7 @@ export class Simulation {
       pcpu: p, busyNs: this.busy[p], idleNs: this.idle[p], idleWhileRunnableNs: this.idleRunnable[p],
     }));
     return {
-      scheduler: this.sched.opt_name, durationNs: dur, vcpus, domains, pcpus,
+      scheduler: this.sched.opt_name, durationNs: this.cfg.durationNs, windowNs: dur, vcpus, domains, pcpus,
       schedules: this.schedules, dump: this.sched.dump(this.now),
     };
   }
@@ -392,7 +406,7 @@ export function simulate(cfg: SimConfig): SimResult {
 /** A fixed-width table of a result, one line per vCPU then per pCPU. */
 export function formatResult(r: SimResult): string {
   const ms = (ns: number): string => (ns / 1e6).toFixed(3);
-  const lines = [`${r.scheduler}: ${ms(r.durationNs)} ms, ${r.schedules} schedules`,
+  const lines = [`${r.scheduler}: ${ms(r.windowNs)} ms measured of ${ms(r.durationNs)}, ${r.schedules} schedules`,
     'vcpu      share   cpu_ms      wakeups  lat_max_ms  lat_mean_ms'];
   for (const v of r.vcpus) {
     lines.push(`d${v.domid}v${v.vcpuId}`.padEnd(8) + `${(v.share * 100).toFixed(2)}%`.padStart(8)

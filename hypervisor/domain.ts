@@ -10,6 +10,13 @@ import { DOMID_FIRST_RESERVED, DOMID_INVALID } from '../shared/types.ts';
 import { DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES } from '../shared/abi/grant-table.ts';
 import { EVTCHN_2L_NR_CHANNELS } from '../shared/abi/shared-info.ts';
 import { printk } from './console.ts';
+import { closeAll, evtchnInit, sendDom0Virq } from './evtchn/evtchn.ts';
+import { VIRQ_DOM_EXC } from '../shared/abi/event-channel.ts';
+import { VCPU_INFO, VCPU_TIME_INFO, XEN_LEGACY_MAX_VCPUS } from '../shared/abi/shared-info.ts';
+import { PAGE_SIZE } from '../shared/types.ts';
+
+/** XEN_PVCLOCK_TSC_STABLE_BIT (xen.h). */
+const XEN_PVCLOCK_TSC_STABLE_BIT = 1;
 import { allocXenFrame, dropAllocation, heapLock, heapUnlock, putPage, PGC_allocated } from './mm/frames.ts';
 import { entryMfn, p2mClear } from './mm/p2m.ts';
 import type { PlatformPort } from './platform-port.ts';
@@ -169,12 +176,32 @@ export function domainCreate(hv: HvState, p: DomainCreateParams): CreatedDomain 
       hv.vcpuTime.fill(0n, t, t + VT.COUNT);
       hv.vcpuTime[t + VT.STATE_ENTRY] = now;
     }
+    evtchnInit(hv, slot);
+    initVcpuTimeInfo(hv, si);
     hv.domidMap[domid] = slot;
     Atomics.store(hv.dom, hv.d(slot, D.state), DOMSTATE_ACTIVE);
     domainEvent(hv);
     return { domid, slot };
   } finally {
     unlock(hv.g, G.DOMLIST_LOCK);
+  }
+}
+
+/**
+ * pvclock parameters in every vcpu_time_info of a new shared_info page: our TSC
+ * (KernelApi.rdtsc) counts nanoseconds since boot, so system time = tsc with
+ * tsc_to_system_mul 0x80000000 and tsc_shift 1 (x * 2 * 2^31 / 2^32 = x).
+ */
+function initVcpuTimeInfo(hv: HvState, si: number): void {
+  const dv = new DataView(hv.mem8.buffer, si * PAGE_SIZE, PAGE_SIZE);
+  for (let v = 0; v < XEN_LEGACY_MAX_VCPUS; v++) {
+    const t = v * VCPU_INFO.size + VCPU_INFO.fields.time_version.offset;
+    dv.setUint32(t + VCPU_TIME_INFO.fields.version.offset, 2, true);
+    dv.setBigUint64(t + VCPU_TIME_INFO.fields.tsc_timestamp.offset, 0n, true);
+    dv.setBigUint64(t + VCPU_TIME_INFO.fields.system_time.offset, 0n, true);
+    dv.setUint32(t + VCPU_TIME_INFO.fields.tsc_to_system_mul.offset, 0x80000000, true);
+    dv.setInt8(t + VCPU_TIME_INFO.fields.tsc_shift.offset, 1);
+    dv.setUint8(t + VCPU_TIME_INFO.fields.flags.offset, XEN_PVCLOCK_TSC_STABLE_BIT);
   }
 }
 
@@ -253,6 +280,7 @@ export function domainShutdown(hv: HvState, slot: number, reason: number, port: 
   printk(hv, `Domain ${domid} shutdown: reason ${reason}`);
   for (let v = 0; v < hv.cfg.maxVcpus; v++) vcpuKick(hv, slot, v);
   domainEvent(hv);
+  if (domid !== 0) sendDom0Virq(hv, VIRQ_DOM_EXC);
   if (domid === 0) port.halt(reason);
 }
 
@@ -292,6 +320,11 @@ export function domainKill(hv: HvState, slot: number, port: PlatformPort): numbe
  */
 export function relinquishResources(hv: HvState, slot: number): void {
   const domid = domidOfSlot(hv, slot);
+  closeAll(hv, slot);
+  for (let v = 0; v < hv.cfg.maxVcpus; v++) {
+    const t = hv.vt(slot, v, 0);
+    hv.vcpuTime.fill(0n, t + VT.SINGLESHOT, t + VT.COUNT);
+  }
   domLock(hv, slot);
   heapLock(hv);
   try {
@@ -347,6 +380,7 @@ export function finishIfDead(hv: HvState, slot: number): void {
       if (hv.domidMap[domid] === s) hv.domidMap[domid] = -1;
       printk(hv, `Domain ${domid} destroyed`);
       domainEvent(hv);
+      sendDom0Virq(hv, VIRQ_DOM_EXC);
     }
   }
 }

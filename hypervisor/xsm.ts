@@ -21,7 +21,8 @@ export type XsmAction =
   | 'add_to_physmap'
   | 'map_gmfn_foreign'
   | 'remote_shutdown'
-  | 'xen_version_privileged';
+  | 'xen_version_privileged'
+  | 'evtchn_target';
 
 type Level = 'PRIV' | 'TARGET' | 'HOOK';
 
@@ -38,6 +39,7 @@ const POLICY: Readonly<Record<XsmAction, Level>> = {
   map_gmfn_foreign: 'TARGET',
   remote_shutdown: 'PRIV',
   xen_version_privileged: 'PRIV',
+  evtchn_target: 'TARGET',
 };
 
 function privileged(hv: HvState, slot: number): boolean {

@@ -1,9 +1,10 @@
 /** do_sched_op (Xen: common/sched/core.c). */
 import { EFAULT, EINVAL, ENOSYS, ESRCH } from '../../shared/errno.ts';
 import {
-  SCHEDOP_block, SCHEDOP_remote_shutdown, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_MAX,
+  SCHEDOP_block, SCHEDOP_poll, SCHEDOP_remote_shutdown, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_MAX,
 } from '../../shared/hypercall.ts';
-import { SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN } from '../../shared/abi/sched.ts';
+import { SCHED_POLL, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN } from '../../shared/abi/sched.ts';
+import { portPending, portValid } from '../evtchn/evtchn.ts';
 import { domainShutdown, liveSlot } from '../domain.ts';
 import { HvState, V, VPF_blocked, VPF_killed, VPF_shutdown } from '../state.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
@@ -33,6 +34,41 @@ function block(ctx: VcpuCtx): number {
   return 0;
 }
 
+/** Xen's limit on ports per SCHEDOP_poll (sched.h: 128). */
+export const SCHED_POLL_MAX_PORTS = 128;
+
+/**
+ * SCHEDOP_poll: sleep until one of the ports is pending or system time reaches
+ * the timeout (absolute ns; 0 none). Returns 0 either way, as Xen does.
+ */
+function poll(ctx: VcpuCtx, arg: number): number {
+  const p = ctx.readStruct(SCHED_POLL, arg);
+  if (!p) return -EFAULT;
+  const n = p.get('nr_ports');
+  if (n > SCHED_POLL_MAX_PORTS) return -EINVAL;
+  const raw = ctx.copyFrom(p.get('ports'), n * 4);
+  if (!raw) return -EFAULT;
+  const dv = new DataView(raw.buffer);
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const port = dv.getUint32(i * 4, true);
+    if (!portValid(port)) return -EINVAL;
+    ports.push(port);
+  }
+  const { hv, slot, vcpu } = ctx;
+  const pending = (): boolean => ports.some((q) => portPending(hv, slot, q)) ||
+    (Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.pause_flags)) & (VPF_killed | VPF_shutdown)) !== 0;
+  if (pending()) return 0;
+  const pi = hv.v(slot, vcpu, V.polling);
+  Atomics.store(hv.vcpu, pi, 1);
+  try {
+    ctx.sched.block(pending, BigInt(p.getBig('timeout')));
+  } finally {
+    Atomics.store(hv.vcpu, pi, 0);
+  }
+  return 0;
+}
+
 export function doSchedOp(ctx: VcpuCtx, cmd: number, arg: number): number {
   switch (cmd) {
     case SCHEDOP_yield:
@@ -49,6 +85,8 @@ export function doSchedOp(ctx: VcpuCtx, cmd: number, arg: number): number {
       ctx.sched.park();
       return 0;
     }
+    case SCHEDOP_poll:
+      return poll(ctx, arg);
     case SCHEDOP_remote_shutdown: {
       const s = ctx.readStruct(SCHED_REMOTE_SHUTDOWN, arg);
       if (!s) return -EFAULT;

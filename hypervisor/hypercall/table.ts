@@ -6,7 +6,8 @@
 import { EINVAL, ENOSYS } from '../../shared/errno.ts';
 import {
   NR_hypercalls, __HYPERVISOR_console_io, __HYPERVISOR_domctl, __HYPERVISOR_memory_op, __HYPERVISOR_sched_op,
-  __HYPERVISOR_sysctl, __HYPERVISOR_vcpu_op, __HYPERVISOR_xen_version,
+  __HYPERVISOR_sysctl, __HYPERVISOR_vcpu_op, __HYPERVISOR_xen_version, __HYPERVISOR_event_channel_op,
+  __HYPERVISOR_set_timer_op,
 } from '../../shared/hypercall.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
 import { doConsoleIo } from './console-io.ts';
@@ -16,6 +17,8 @@ import { doSchedOp } from './sched-op.ts';
 import { doSysctl } from './sysctl.ts';
 import { doVcpuOp } from './vcpu-op.ts';
 import { doXenVersion } from './xen-version.ts';
+import { doEventChannelOp } from './event-channel-op.ts';
+import { doSetTimerOp } from './set-timer-op.ts';
 
 /** Register arguments as the guest passed them (already checked to be integers). */
 export type Handler = (ctx: VcpuCtx, a1: number, a2: number, a3: number, a4: number, a5: number) => number;
@@ -28,6 +31,8 @@ table[__HYPERVISOR_vcpu_op] = doVcpuOp;
 table[__HYPERVISOR_sched_op] = doSchedOp;
 table[__HYPERVISOR_sysctl] = doSysctl;
 table[__HYPERVISOR_domctl] = doDomctl;
+table[__HYPERVISOR_event_channel_op] = doEventChannelOp;
+table[__HYPERVISOR_set_timer_op] = doSetTimerOp;
 
 /** Register the handler of a hypercall number (used by later subsystems). */
 export function registerHypercall(op: number, h: Handler): void {

@@ -1,8 +1,14 @@
 /** do_vcpu_op (Xen: common/domain.c, arch/x86/domain.c). */
-import { EEXIST, EFAULT, EINVAL, ENOENT, ENOSYS } from '../../shared/errno.ts';
+import { EEXIST, EFAULT, EINVAL, ENOENT, ENOSYS, ETIME } from '../../shared/errno.ts';
 import {
-  VCPUOP_down, VCPUOP_get_runstate_info, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_up,
+  VCPUOP_down, VCPUOP_get_runstate_info, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_up, VCPUOP_set_singleshot_timer,
+  VCPUOP_stop_singleshot_timer, VCPUOP_set_periodic_timer, VCPUOP_stop_periodic_timer,
 } from '../../shared/hypercall.ts';
+import { VCPU_SET_PERIODIC_TIMER, VCPU_SET_SINGLESHOT_TIMER, VCPU_SSHOTTMR_future } from '../../shared/abi/vcpu.ts';
+import { MIN_PERIOD_NS, setPeriodic, setSingleshot } from '../timer/timers.ts';
+
+/** Xen's STIME_DELTA_MAX bound on periodic timers (~2^62 ns); anything larger is -EINVAL. */
+const MAX_PERIOD_NS = 1n << 62n;
 import { VCPU_GUEST_CONTEXT } from '../../shared/abi/domctl.ts';
 import { VCPU_RUNSTATE_INFO } from '../../shared/abi/vcpu.ts';
 import { StructView } from '../../shared/layout.ts';
@@ -52,6 +58,30 @@ export function doVcpuOp(ctx: VcpuCtx, cmd: number, vcpuid: number, arg: number)
         Atomics.load(hv.vcpu, hv.v(slot, vcpuid, V.arg0_gpa)), ctx.port);
       return 0;
     }
+    case VCPUOP_set_singleshot_timer: {
+      if (vcpuid !== ctx.vcpu) return -EINVAL;
+      const t = ctx.readStruct(VCPU_SET_SINGLESHOT_TIMER, arg);
+      if (!t) return -EFAULT;
+      const deadline = t.getBig('timeout_abs_ns');
+      if ((t.get('flags') & VCPU_SSHOTTMR_future) && deadline < hv.now()) return -ETIME;
+      setSingleshot(hv, slot, vcpuid, deadline);
+      return 0;
+    }
+    case VCPUOP_stop_singleshot_timer:
+      if (vcpuid !== ctx.vcpu) return -EINVAL;
+      setSingleshot(hv, slot, vcpuid, 0n);
+      return 0;
+    case VCPUOP_set_periodic_timer: {
+      const t = ctx.readStruct(VCPU_SET_PERIODIC_TIMER, arg);
+      if (!t) return -EFAULT;
+      const period = t.getBig('period_ns');
+      if (period < MIN_PERIOD_NS || period > MAX_PERIOD_NS) return -EINVAL;
+      setPeriodic(hv, slot, vcpuid, period);
+      return 0;
+    }
+    case VCPUOP_stop_periodic_timer:
+      setPeriodic(hv, slot, vcpuid, 0n);
+      return 0;
     case VCPUOP_down:
       // A running PV TypeScript vCPU stops at its next preemption point.
       Atomics.or(hv.vcpu, hv.v(slot, vcpuid, V.pause_flags), VPF_down);

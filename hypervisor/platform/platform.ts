@@ -13,6 +13,8 @@ import { vcpuKick, vcpuThreadExited } from '../domain.ts';
 import type { PlatformPort, PlatformRequest } from '../platform-port.ts';
 import { pcpuRelease } from '../sched/pcpu.ts';
 import { serialRxPut } from '../serial.ts';
+import { sendDom0Virq } from '../evtchn/evtchn.ts';
+import { VIRQ_CONSOLE } from '../../shared/abi/event-channel.ts';
 import { D, G, HvState, V, VTHREAD_EXITED } from '../state.ts';
 
 const log = logger('platform');
@@ -103,7 +105,9 @@ export class Platform implements PlatformPort {
 
   /** Typed input for the serial console (CONSOLEIO_read). */
   serialInput(data: Uint8Array): number {
-    return serialRxPut(this.hv, data);
+    const n = serialRxPut(this.hv, data);
+    if (n > 0) sendDom0Virq(this.hv, VIRQ_CONSOLE);
+    return n;
   }
 
   private request(m: PlatformRequest): void {

@@ -14,8 +14,12 @@ import { D, DOMF_privileged, HvState } from '../state.ts';
 export interface SchedHooks {
   /** SCHEDOP_yield. */
   yield(): void;
-  /** SCHEDOP_block: sleep until kicked (returns at once if `wakeup()` already holds). */
-  block(wakeup: () => boolean): void;
+  /**
+   * SCHEDOP_block / SCHEDOP_poll: sleep until `wakeup()` holds (checked after
+   * every kick; at once if it already holds) or system time reaches `deadline`
+   * (ns, 0n for none). Returns whether `wakeup()` held.
+   */
+  block(wakeup: () => boolean, deadline?: bigint): boolean;
   /** The domain shut down: never return to the guest (a test may return). */
   park(): void;
 }

@@ -59,13 +59,22 @@ export class VcpuRuntime implements SchedHooks {
   private flags(): number { return Atomics.load(this.hv.vcpu, this.flagsIdx); }
   private killed = (): boolean => (this.flags() & VPF_killed) !== 0 || Atomics.load(this.hv.g, G.HALT) !== 0;
 
-  /** Sleep on the futex word until `ready()` holds (or the domain is killed). */
-  private waitUntil(ready: () => boolean): void {
+  /**
+   * Sleep on the futex word until `ready()` holds (true) or system time passes
+   * `deadline` (false; 0n waits for ever). Leaves the thread if the domain is killed.
+   */
+  private waitUntil(ready: () => boolean, deadline = 0n): boolean {
     for (;;) {
       const gen = Atomics.load(this.hv.vcpu, this.wakeIdx);
       if (this.killed()) this.exit();
-      if (ready()) return;
-      Atomics.wait(this.hv.vcpu, this.wakeIdx, gen, 1000);
+      if (ready()) return true;
+      let ms = 1000;
+      if (deadline > 0n) {
+        const left = Number(deadline - this.hv.now()) / 1e6;
+        if (left <= 0) return false;
+        ms = Math.min(ms, left);
+      }
+      Atomics.wait(this.hv.vcpu, this.wakeIdx, gen, ms);
     }
   }
 
@@ -113,11 +122,13 @@ export class VcpuRuntime implements SchedHooks {
     if (!pcpuYield(this.hv, this.slot, this.vcpu, this.killed)) this.exit();
   }
 
-  block(wakeup: () => boolean): void {
-    if (wakeup()) return;
+  block(wakeup: () => boolean, deadline = 0n): boolean {
+    if (wakeup()) return true;
     this.release(RUNSTATE_blocked);
-    this.waitUntil(() => wakeup() && this.runnable());
+    const woke = this.waitUntil(() => wakeup() && this.runnable(), deadline);
+    if (!this.runnable()) this.waitUntil(this.runnable);
     this.acquire();
+    return woke;
   }
 
   park(): void {

@@ -77,7 +77,7 @@ export class Xen {
   get freePageCount(): number { return this.freeGfns.length; }
 
   /** Write a struct to the scratch page and return its address. */
-  put<F extends Fields>(v: StructView<F>): number {
+  put(v: { raw(): Uint8Array }): number {
     this.k.mem.write(this.scratch, v.raw());
     return this.scratch;
   }

@@ -30,9 +30,11 @@ export class RecordingSched implements SchedHooks {
   wouldSleep = 0;
   parks = 0;
   yield(): void { this.yields++; }
-  block(wakeup: () => boolean): void {
+  block(wakeup: () => boolean, _deadline?: bigint): boolean {
     this.blocks++;
-    if (!wakeup()) this.wouldSleep++;
+    const w = wakeup();
+    if (!w) this.wouldSleep++;
+    return w;
   }
   park(): void { this.parks++; }
 }

@@ -1,0 +1,175 @@
+/**
+ * Event channels for PV guest kernels (Dom0 and DomU alike): binding ports,
+ * per-port handlers, and the upcall scan as Xen guests do it (clear
+ * evtchn_upcall_pending, take the selector, then each pending and unmasked
+ * word), on the 2-level ABI in this domain's shared_info page.
+ */
+import {
+  EVTCHN_ALLOC_UNBOUND, EVTCHN_BIND_INTERDOMAIN, EVTCHN_BIND_IPI, EVTCHN_BIND_VCPU, EVTCHN_BIND_VIRQ, EVTCHN_PORT,
+  EVTCHN_STATUS, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_ipi, EVTCHNOP_bind_vcpu,
+  EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_status, EVTCHNOP_unmask,
+} from '../abi/event-channel.ts';
+import { SHARED_INFO, VCPU_INFO, VCPU_TIME_INFO, vcpuInfoOffset } from '../abi/shared-info.ts';
+import { SCHED_POLL } from '../abi/sched.ts';
+import { SCHEDOP_poll, __HYPERVISOR_event_channel_op, __HYPERVISOR_sched_op, __HYPERVISOR_set_timer_op } from '../hypercall.ts';
+import { StructView } from '../layout.ts';
+import { DOMID_SELF, PAGE_SIZE } from '../types.ts';
+import { check, type Xen } from './xen.ts';
+
+export type EventHandler = (port: number) => void;
+
+export interface PortStatus {
+  readonly status: number;
+  readonly vcpu: number;
+  readonly remoteDom: number;
+  readonly remotePort: number;
+  readonly virq: number;
+}
+
+const PENDING = SHARED_INFO.fields.evtchn_pending.offset;
+const MASK = SHARED_INFO.fields.evtchn_mask.offset;
+const SEL = VCPU_INFO.fields.evtchn_pending_sel.offset;
+const UPCALL = VCPU_INFO.fields.evtchn_upcall_pending.offset;
+
+export class EventChannels {
+  /** Guest-physical address of this domain's shared_info. */
+  readonly sharedInfo: number;
+  private readonly handlers = new Map<number, EventHandler>();
+
+  /** Map shared_info at `gfn` (default: just above the initial RAM) and take over event handling. */
+  constructor(readonly xen: Xen, gfn: number = xen.nrPages) {
+    check('add_to_physmap(shared_info)', xen.mapSharedInfo(gfn));
+    this.sharedInfo = gfn * PAGE_SIZE;
+  }
+
+  private op(name: string, cmd: number, v: { raw(): Uint8Array }): number {
+    return check(`event_channel_op(${name})`, this.xen.k.hypercall(__HYPERVISOR_event_channel_op, cmd, this.xen.put(v)));
+  }
+
+  /** A port of ours that `remoteDom` may bind to. */
+  allocUnbound(remoteDom: number, dom: number = DOMID_SELF): number {
+    this.op('alloc_unbound', EVTCHNOP_alloc_unbound, StructView.alloc(EVTCHN_ALLOC_UNBOUND).set('dom', dom).set('remote_dom', remoteDom));
+    return this.xen.get(EVTCHN_ALLOC_UNBOUND).get('port');
+  }
+
+  bindInterdomain(remoteDom: number, remotePort: number): number {
+    this.op('bind_interdomain', EVTCHNOP_bind_interdomain, StructView.alloc(EVTCHN_BIND_INTERDOMAIN).set('remote_dom', remoteDom).set('remote_port', remotePort));
+    return this.xen.get(EVTCHN_BIND_INTERDOMAIN).get('local_port');
+  }
+
+  bindVirq(virq: number, vcpu = 0): number {
+    this.op('bind_virq', EVTCHNOP_bind_virq, StructView.alloc(EVTCHN_BIND_VIRQ).set('virq', virq).set('vcpu', vcpu));
+    return this.xen.get(EVTCHN_BIND_VIRQ).get('port');
+  }
+
+  bindIpi(vcpu = 0): number {
+    this.op('bind_ipi', EVTCHNOP_bind_ipi, StructView.alloc(EVTCHN_BIND_IPI).set('vcpu', vcpu));
+    return this.xen.get(EVTCHN_BIND_IPI).get('port');
+  }
+
+  bindVcpu(port: number, vcpu: number): void {
+    this.op('bind_vcpu', EVTCHNOP_bind_vcpu, StructView.alloc(EVTCHN_BIND_VCPU).set('port', port).set('vcpu', vcpu));
+  }
+
+  close(port: number): void {
+    this.handlers.delete(port);
+    this.op('close', EVTCHNOP_close, StructView.alloc(EVTCHN_PORT).set('port', port));
+  }
+
+  /** Notify the other end (EVTCHNOP_send). */
+  send(port: number): void {
+    this.op('send', EVTCHNOP_send, StructView.alloc(EVTCHN_PORT).set('port', port));
+  }
+
+  status(port: number, dom: number = DOMID_SELF): PortStatus {
+    this.op('status', EVTCHNOP_status, StructView.alloc(EVTCHN_STATUS).set('dom', dom).set('port', port));
+    const s = this.xen.get(EVTCHN_STATUS);
+    return { status: s.get('status'), vcpu: s.get('vcpu'), remoteDom: s.get('u_interdomain_dom'), remotePort: s.get('u_interdomain_port'), virq: s.get('u_virq') };
+  }
+
+  /** Mask a port: a guest-side bit (Xen only reads it). */
+  mask(port: number): void {
+    this.xen.k.mem.atomicOr32(this.wordAddr(MASK, port), 1 << (port & 31));
+  }
+
+  /** Unmask through the hypervisor, which redelivers an event that is pending. */
+  unmask(port: number): void {
+    this.xen.k.mem.atomicAnd32(this.wordAddr(MASK, port), ~(1 << (port & 31)));
+    this.op('unmask', EVTCHNOP_unmask, StructView.alloc(EVTCHN_PORT).set('port', port));
+  }
+
+  isPending(port: number): boolean {
+    return (this.xen.k.mem.atomicLoad32(this.wordAddr(PENDING, port)) & (1 << (port & 31))) !== 0;
+  }
+
+  on(port: number, handler: EventHandler): void { this.handlers.set(port, handler); }
+  off(port: number): void { this.handlers.delete(port); }
+
+  /** 32-bit word holding `port`'s bit in a 64-bit-word bitmap at `base` of shared_info. */
+  private wordAddr(base: number, port: number): number {
+    return this.sharedInfo + base + (port >>> 6) * 8 + ((port >>> 5) & 1) * 4;
+  }
+
+  /**
+   * The upcall: clear evtchn_upcall_pending, take the selector, then for each
+   * selected word handle every pending, unmasked port (clearing its pending bit
+   * before its handler runs). Returns how many ports were handled.
+   */
+  dispatch(vcpu: number = this.xen.k.vcpuId): number {
+    const mem = this.xen.k.mem;
+    const vi = this.sharedInfo + vcpuInfoOffset(vcpu);
+    mem.atomicXchg8(vi + UPCALL, 0);
+    const selLo = mem.atomicXchg32(vi + SEL, 0);
+    const selHi = mem.atomicXchg32(vi + SEL + 4, 0);
+    let handled = 0;
+    for (let w = 0; w < 64; w++) {
+      if (!(((w < 32 ? selLo : selHi) >>> (w & 31)) & 1)) continue;
+      for (let half = 0; half < 2; half++) {
+        const at = this.sharedInfo + w * 8 + half * 4;
+        let bits = mem.atomicLoad32(at + PENDING) & ~mem.atomicLoad32(at + MASK);
+        while (bits !== 0) {
+          const b = 31 - Math.clz32(bits & -bits);
+          bits &= bits - 1;
+          const port = w * 64 + half * 32 + b;
+          mem.atomicAnd32(at + PENDING, ~(1 << b));
+          handled++;
+          this.handlers.get(port)?.(port);
+        }
+      }
+    }
+    return handled;
+  }
+
+  /** SCHEDOP_block, then dispatch: the idle loop of an event-driven kernel. */
+  wait(): number {
+    this.xen.block();
+    return this.dispatch();
+  }
+
+  /** SCHEDOP_poll on `ports` until one is pending or system time reaches `deadline` (0n: none). */
+  poll(ports: readonly number[], deadline = 0n): void {
+    const list = new Uint8Array(ports.length * 4);
+    const dv = new DataView(list.buffer);
+    ports.forEach((p, i) => dv.setUint32(i * 4, p, true));
+    const at = this.xen.putArray(list);
+    const sp = StructView.alloc(SCHED_POLL).set('ports', at).set('nr_ports', ports.length).setBig('timeout', deadline);
+    check('sched_op(poll)', this.xen.k.hypercall(__HYPERVISOR_sched_op, SCHEDOP_poll, this.xen.put(sp)));
+  }
+
+  /**
+   * Xen system time (ns) from this vCPU's vcpu_time_info and the TSC (pvclock):
+   * system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32.
+   */
+  systemTime(vcpu: number = this.xen.k.vcpuId): bigint {
+    const t = new StructView(VCPU_TIME_INFO, this.xen.k.mem.read(this.sharedInfo + vcpuInfoOffset(vcpu) + VCPU_INFO.fields.time_version.offset, VCPU_TIME_INFO.size));
+    const shift = t.get('tsc_shift');
+    let delta = this.xen.k.rdtsc() - t.getBig('tsc_timestamp');
+    delta = shift >= 0 ? delta << BigInt(shift) : delta >> BigInt(-shift);
+    return t.getBig('system_time') + ((delta * BigInt(t.get('tsc_to_system_mul'))) >> 32n);
+  }
+
+  /** set_timer_op: a VIRQ_TIMER at absolute system time `deadline` (0n stops it). */
+  setTimer(deadline: bigint): void {
+    check('set_timer_op', this.xen.k.hypercall(__HYPERVISOR_set_timer_op, deadline));
+  }
+}

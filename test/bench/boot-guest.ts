@@ -8,13 +8,37 @@ import { conringRead } from '../../hypervisor/console.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 
-export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}): Promise<Array<Record<string, unknown>>> {
+export interface GuestRun {
+  /** Every `BENCH {...}` line, parsed. */
+  readonly bench: Array<Record<string, unknown>>;
+  /** The hypervisor console as it stood when the host halted. */
+  readonly log: string;
+}
+
+/**
+ * Boot a host whose Dom0 builds `guests`, wait until it halts (Dom0 powers off
+ * once they have all shut down), and return what they printed. The console
+ * ring is read while the host runs so that nothing is lost to wrap-around.
+ */
+export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}): Promise<GuestRun> {
   const platform = new Platform(hostConfig({ memMiB: 128, ...cfg }));
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
-  await platform.halted;
   const hv = platform.hv;
-  const text = new TextDecoder().decode(conringRead(hv, hv.cfg.conringSize, false, 0, false).data);
-  const out: Array<Record<string, unknown>> = [];
-  for (const m of text.matchAll(/^\(d\d+\) BENCH (\{.*\})$/gm)) out.push(JSON.parse(m[1]) as Record<string, unknown>);
-  return out;
+  let index = 0;
+  let log = '';
+  const drain = (): void => {
+    const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
+    index = r.index;
+    log += new TextDecoder().decode(r.data);
+  };
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
+  const timer = setInterval(drain, 5);
+  try {
+    await platform.halted;
+  } finally {
+    clearInterval(timer);
+  }
+  drain();
+  const bench: Array<Record<string, unknown>> = [];
+  for (const m of log.matchAll(/^\(d\d+\) BENCH (\{.*\})$/gm)) bench.push(JSON.parse(m[1]) as Record<string, unknown>);
+  return { bench, log };
 }

@@ -3,7 +3,7 @@ import { runBenchGuests } from './boot-guest.ts';
 import { machineLine, table, updateBenchSection } from './report.ts';
 
 export async function benchNullHypercall(): Promise<string> {
-  const [r] = await runBenchGuests([{ name: 'bench', kernel: 'test/bench/guests/null-hypercall.ts', memoryMiB: 1 }], { pcpus: 2 });
+  const { bench: [r] } = await runBenchGuests([{ name: 'bench', kernel: 'test/bench/guests/null-hypercall.ts', memoryMiB: 1 }], { pcpus: 2 });
   if (!r) throw new Error('null-hypercall guest reported nothing');
   const h = Number(r.hypercallUs);
   const p = Number(r.plainUs);

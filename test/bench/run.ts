@@ -4,9 +4,11 @@
  * `npm run bench -- NAME...` runs only those.
  */
 import { benchNullHypercall } from './null-hypercall.ts';
+import { benchEvtchn } from './evtchn.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
   'null-hypercall': benchNullHypercall,
+  'evtchn-pingpong': benchEvtchn,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -23,6 +23,11 @@ import {
   XEN_SYSCTL_readconsole, XEN_SYSCTL_sched_id, __HYPERVISOR_domctl, __HYPERVISOR_memory_op, __HYPERVISOR_sysctl,
 } from '../shared/hypercall.ts';
 import { StructView, type Fields, type Layout } from '../shared/layout.ts';
+import {
+  XEN_DOMCTL_SCHEDOP_getinfo, XEN_DOMCTL_SCHEDOP_putinfo, XEN_DOMCTL_SCHEDULER_OP, XEN_DOMCTL_VCPUAFFINITY,
+  XEN_VCPUAFFINITY_HARD, XEN_VCPUAFFINITY_SOFT,
+} from '../shared/abi/domctl.ts';
+import { XEN_DOMCTL_scheduler_op, XEN_DOMCTL_setvcpuaffinity } from '../shared/hypercall.ts';
 import { DOMID_SELF, PAGE_SIZE } from '../shared/types.ts';
 
 export interface DomainInfo {
@@ -49,6 +54,20 @@ export interface PhysInfo {
   readonly freePages: number;
   readonly cpuKhz: number;
   readonly capabilities: number;
+}
+
+/** A domain's credit or credit2 parameters (xen_domctl_sched_credit / _credit2). */
+export interface SchedCreditParams {
+  /** 1..65535; in a put, 0 leaves it unchanged. */
+  readonly weight: number;
+  /** % of one pCPU, 0 = none; in a credit put, 0xffff leaves it unchanged. */
+  readonly cap: number;
+}
+
+/** The effective affinity the hypervisor reports back after setvcpuaffinity. */
+export interface VcpuAffinity {
+  readonly hard: number[];
+  readonly soft: number[];
 }
 
 export interface CreateDomainOptions {
@@ -148,6 +167,53 @@ export class XenCtrl {
     this.domctl('setvcpucontext', XEN_DOMCTL_setvcpucontext, domid, (u) => {
       new StructView(XEN_DOMCTL_VCPUCONTEXT, u).set('vcpu', vcpu).set('ctxt', at);
     });
+  }
+
+  /**
+   * XEN_DOMCTL_scheduler_op getinfo (xc_sched_credit_domain_get /
+   * xc_sched_credit2_domain_get): `schedId` must be the host's scheduler
+   * (XEN_SCHEDULER_*, see schedId()), else -EINVAL.
+   */
+  schedGetParams(domid: number, schedId: number): SchedCreditParams {
+    const op = this.domctl('scheduler_op(getinfo)', XEN_DOMCTL_scheduler_op, domid, (u) => {
+      new StructView(XEN_DOMCTL_SCHEDULER_OP, u).set('sched_id', schedId).set('cmd', XEN_DOMCTL_SCHEDOP_getinfo);
+    });
+    const s = this.sub(op, XEN_DOMCTL_SCHEDULER_OP, DOMCTL_U);
+    return { weight: s.get('credit_weight'), cap: s.get('credit_cap') };
+  }
+
+  /** XEN_DOMCTL_scheduler_op putinfo (xc_sched_credit_domain_set): weight 1..65535, cap 0..100 * vCPUs. */
+  schedSetParams(domid: number, schedId: number, p: SchedCreditParams): void {
+    this.domctl('scheduler_op(putinfo)', XEN_DOMCTL_scheduler_op, domid, (u) => {
+      new StructView(XEN_DOMCTL_SCHEDULER_OP, u).set('sched_id', schedId).set('cmd', XEN_DOMCTL_SCHEDOP_putinfo)
+        .set('credit_weight', p.weight).set('credit_cap', p.cap);
+    });
+  }
+
+  /**
+   * XEN_DOMCTL_setvcpuaffinity (xc_vcpu_setaffinity): pin vCPU `vcpu` to the
+   * pCPUs in `hard` (and record `soft`, if given). Returns the effective masks
+   * the hypervisor wrote back. An empty hard set is -EINVAL.
+   */
+  setVcpuAffinity(domid: number, vcpu: number, hard: readonly number[] | null, soft: readonly number[] | null = null, nrBits = 256): VcpuAffinity {
+    const bytes = Math.ceil(nrBits / 8);
+    const maps = new Uint8Array(2 * bytes);
+    for (const c of hard ?? []) if (c < nrBits) maps[c >>> 3] |= 1 << (c & 7);
+    for (const c of soft ?? []) if (c < nrBits) maps[bytes + (c >>> 3)] |= 1 << (c & 7);
+    const at = this.xen.putArray(maps);
+    const flags = (hard ? XEN_VCPUAFFINITY_HARD : 0) | (soft ? XEN_VCPUAFFINITY_SOFT : 0);
+    this.domctl('setvcpuaffinity', XEN_DOMCTL_setvcpuaffinity, domid, (u) => {
+      new StructView(XEN_DOMCTL_VCPUAFFINITY, u).set('vcpu', vcpu).set('flags', flags)
+        .set('cpumap_hard_bitmap', hard ? at : 0).set('cpumap_hard_nr_bits', nrBits)
+        .set('cpumap_soft_bitmap', soft ? at + bytes : 0).set('cpumap_soft_nr_bits', nrBits);
+    });
+    const back = this.xen.readArray(2 * bytes);
+    const cpus = (off: number): number[] => {
+      const out: number[] = [];
+      for (let c = 0; c < nrBits; c++) if ((back[off + (c >>> 3)] >>> (c & 7)) & 1) out.push(c);
+      return out;
+    };
+    return { hard: hard ? cpus(0) : [], soft: soft ? cpus(bytes) : [] };
   }
 
   /** getdomaininfo of exactly this domain, or null if it does not exist. */

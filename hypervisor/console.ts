@@ -77,7 +77,8 @@ export class GuestConsoleLine {
 /**
  * read_console_ring(): copy up to `count` bytes starting at `index` (when
  * `incremental` and inside the live window) or at the oldest byte still held;
- * returns the bytes and the index after them. `clear` moves the consumer.
+ * returns the bytes and the index after them. `clear` moves the consumer (a
+ * caller that must deliver the bytes first passes false, then conringClear).
  */
 export function conringRead(hv: HvState, count: number, incremental: boolean, index: number, clear: boolean): { data: Uint8Array; index: number } {
   const size = hv.cfg.conringSize;
@@ -101,6 +102,19 @@ export function conringRead(hv: HvState, count: number, incremental: boolean, in
     const end = (start + n) >>> 0;
     if (clear) hv.g[G.CONRING_CONS] = end | 0;
     return { data: out, index: end };
+  } finally {
+    unlock(hv.g, G.CONRING_LOCK);
+  }
+}
+
+/** The `clear` of read_console_ring(), after the copy out succeeded: consume up to `end`. */
+export function conringClear(hv: HvState, end: number): void {
+  const size = hv.cfg.conringSize;
+  lock(hv.g, G.CONRING_LOCK);
+  try {
+    const p = hv.g[G.CONRING_PROD] >>> 0;
+    // Writers may have lapped `end` meanwhile: keep at most the last `size` bytes.
+    hv.g[G.CONRING_CONS] = (((p - end) >>> 0) > size ? p - size : end) | 0;
   } finally {
     unlock(hv.g, G.CONRING_LOCK);
   }

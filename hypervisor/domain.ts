@@ -3,14 +3,16 @@
  * crash, kill (destroy) and the relinquishing of resources. Hypervisor code: it
  * runs on whichever thread made the hypercall (or on the boot CPU for Dom0).
  */
-import { EAGAIN, EEXIST, EINVAL, ENOMEM } from '../shared/errno.ts';
+import { EAGAIN, EEXIST, EINVAL, ENOMEM, EOVERFLOW } from '../shared/errno.ts';
 import { lock, unlock } from '../shared/lock.ts';
 import { RUNSTATE_offline, SHUTDOWN_crash } from '../shared/hypercall.ts';
 import { DOMID_FIRST_RESERVED, DOMID_INVALID } from '../shared/types.ts';
 import { DEFAULT_MAX_GRANT_FRAMES, DEFAULT_MAX_MAPTRACK_FRAMES } from '../shared/abi/grant-table.ts';
 import { EVTCHN_2L_NR_CHANNELS } from '../shared/abi/shared-info.ts';
+import { XEN_DOMCTL_CDF_xs_domain } from '../shared/abi/domctl.ts';
 import { printk } from './console.ts';
 import { closeAll, evtchnInit, sendDom0Virq } from './evtchn/evtchn.ts';
+import { gnttabRelinquish } from './gnttab/relinquish.ts';
 import { VIRQ_DOM_EXC } from '../shared/abi/event-channel.ts';
 import { VCPU_INFO, VCPU_TIME_INFO, XEN_LEGACY_MAX_VCPUS } from '../shared/abi/shared-info.ts';
 import { PAGE_SIZE } from '../shared/types.ts';
@@ -21,7 +23,7 @@ import { allocXenFrame, dropAllocation, heapLock, heapUnlock, putPage, PGC_alloc
 import { entryMfn, p2mClear } from './mm/p2m.ts';
 import type { PlatformPort } from './platform-port.ts';
 import {
-  D, D_HANDLE_OFFSET, D_WORDS, DOMF_privileged, DOMSTATE_ACTIVE, DOMSTATE_DEAD, DOMSTATE_DYING, DOMSTATE_FREE,
+  D, D_HANDLE_OFFSET, D_WORDS, DOMF_privileged, DOMF_xs_domain, DOMSTATE_ACTIVE, DOMSTATE_DEAD, DOMSTATE_DYING, DOMSTATE_FREE,
   G, HvState, P2M_INVALID, P2M_TYPE_SHIFT, PGT_shared_info, p2m_map_foreign, p2m_ram_rw, V, VPF_down, VPF_killed,
   VPF_shutdown, VT, VTHREAD_NONE, VTHREAD_STARTING, VPF_initialised, GNT_MAX_FRAMES, ACTIVE_PER_GRANT_FRAME,
   MAPTRACK_MAX_FRAMES, V_WORDS,
@@ -143,7 +145,7 @@ export function domainCreate(hv: HvState, p: DomainCreateParams): CreatedDomain 
     hv.dom.fill(0, base, base + D_WORDS);
     hv.dom[base + D.generation] = gen + 1;
     hv.dom[base + D.domid] = domid;
-    hv.dom[base + D.flags] = p.privileged ? DOMF_privileged : 0;
+    hv.dom[base + D.flags] = (p.privileged ? DOMF_privileged : 0) | (p.cdf & XEN_DOMCTL_CDF_xs_domain ? DOMF_xs_domain : 0);
     hv.dom[base + D.pause_count] = 1;
     hv.dom[base + D.shutdown_code] = -1;
     hv.dom[base + D.max_vcpus] = p.maxVcpus;
@@ -223,7 +225,8 @@ export function domainPause(hv: HvState, slot: number): number {
   domLock(hv, slot);
   try {
     const i = hv.d(slot, D.pause_count);
-    if (hv.dom[i] >= 255) return -EINVAL;
+    // Xen caps the toolstack's pause count at 255.
+    if (hv.dom[i] >= 255) return -EOVERFLOW;
     hv.dom[i]++;
   } finally {
     domUnlock(hv, slot);
@@ -321,6 +324,8 @@ export function domainKill(hv: HvState, slot: number, port: PlatformPort): numbe
 export function relinquishResources(hv: HvState, slot: number): void {
   const domid = domidOfSlot(hv, slot);
   closeAll(hv, slot);
+  // Grant mappings both ways and the grant table go before the P2M sweep (hypervisor/gnttab/relinquish.ts).
+  gnttabRelinquish(hv, slot);
   for (let v = 0; v < hv.cfg.maxVcpus; v++) {
     const t = hv.vt(slot, v, 0);
     hv.vcpuTime.fill(0n, t + VT.SINGLESHOT, t + VT.COUNT);

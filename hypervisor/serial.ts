@@ -26,8 +26,12 @@ export function serialRxPut(hv: HvState, data: Uint8Array): number {
   }
 }
 
-/** Take up to `count` pending input bytes. */
-export function serialRxRead(hv: HvState, count: number): Uint8Array {
+/**
+ * Take up to `count` pending input bytes. With `deliver`, they are consumed only
+ * if it accepts them, so a failed copy to the guest loses no input (Xen moves
+ * serial_rx_cons only after copy_to_guest succeeds); null if it refused them.
+ */
+export function serialRxRead(hv: HvState, count: number, deliver?: (data: Uint8Array) => boolean): Uint8Array | null {
   lock(hv.g, G.CONRING_LOCK);
   try {
     const prod = hv.g[G.SERIAL_RX_PROD] >>> 0;
@@ -38,6 +42,7 @@ export function serialRxRead(hv: HvState, count: number): Uint8Array {
       out[i] = hv.serialRx[cons & (SERIAL_RX_SIZE - 1)];
       cons = (cons + 1) >>> 0;
     }
+    if (deliver && !deliver(out)) return null;
     hv.g[G.SERIAL_RX_CONS] = cons | 0;
     return out;
   } finally {

@@ -257,6 +257,52 @@ export const MAPTRACK_MAX_FRAMES = 1024;
 export const ACTIVE_PER_GRANT_FRAME = 2;
 export const V_WORDS = VCPU_REC.size >> 2;
 
+/**
+ * The scheduler's shared region (hypervisor/sched/). All zero is its initial
+ * state, so a fresh buffer needs no set-up.
+ *  - the request ring: vCPU threads and hypercall handlers post scheduling
+ *    events (wake, release, exit, parameter and affinity changes) into it,
+ *    many producers; the scheduler thread (the timer thread) drains it, one
+ *    consumer. Header words SQ, then SCHED_RING_ENTRIES entries of SQE words,
+ *    each with a timestamp in schedRingTs;
+ *  - per vCPU (SV): the pCPU grant the scheduler thread publishes and the
+ *    affinity masks set by XEN_DOMCTL_setvcpuaffinity;
+ *  - per domain slot (SD): the credit parameters set by XEN_DOMCTL_scheduler_op.
+ * hypervisor/sched/ring.ts and params.ts are the only code that touches it.
+ */
+export const SCHED_RING_ENTRIES = 4096;
+/**
+ * Ring header words: free-running u32 producer and consumer positions;
+ * consumer asleep flag; published by the scheduler thread: how many vCPUs wait
+ * for a pCPU, and its idle rule (SCHED_IDLE_*).
+ */
+export const SQ = {
+  TAIL: 0, HEAD: 1, SLEEPING: 2, WAITING: 3, IDLE_RULE: 4,
+  /** Counters the scheduler thread publishes (SchedCoreStats, for benchmarks and `xl debug-keys r`-like dumps). */
+  STAT_EVENTS: 5, STAT_SCHEDULES: 6, STAT_GRANTS: 7, STAT_CLAIMS: 8, STAT_RELABELS: 9, STAT_PREEMPTS: 10, STAT_OVERRUNS: 11,
+  COUNT: 16,
+} as const;
+/** An idle pCPU runs any vCPU allowed on it that wakes (credit, credit2), or only the one assigned to it (null). */
+export const SCHED_IDLE_ANY = 0;
+export const SCHED_IDLE_ASSIGNED = 1;
+/** Words per ring entry: sequence (stored minus the entry's index, so 0 is initial), kind, two arguments. */
+export const SQE = { SEQ: 0, KIND: 1, A: 2, B: 3, WORDS: 4 } as const;
+/** cpumask words per vCPU mask: 256 pCPUs (HostConfig.pcpus' limit). */
+export const SCHED_CPUMASK_WORDS = 8;
+/**
+ * pcpuOwner[p] values besides a vCPU index (slot * maxVcpus + vcpu) holding it:
+ * idle and only the scheduler thread hands it out; idle and open to any vCPU
+ * allowed on it that wakes (claimed by compare-and-swap); idle and open to one
+ * vCPU only (PCPU_OPEN_FOR(vidx)).
+ */
+export const PCPU_CLOSED = -1;
+export const PCPU_OPEN_ANY = -2;
+export const PCPU_OPEN_FOR = (vidx: number): number => -3 - vidx;
+/** Per-vCPU scheduler words. GRANT: pCPU + 1 granted by the scheduler, 0 none. AFF_GEN: domain generation the masks belong to (0 none). */
+export const SV = { GRANT: 0, AFF_GEN: 1, AFF_HARD: 2, AFF_SOFT: 2 + SCHED_CPUMASK_WORDS, WORDS: 2 + 2 * SCHED_CPUMASK_WORDS } as const;
+/** Per-domain-slot scheduler parameters. GEN: domain generation they belong to (0 none: defaults). */
+export const SD = { GEN: 0, WEIGHT: 1, CAP: 2, WORDS: 4 } as const;
+
 /** Byte offsets of every region inside the state buffer, derived from the config. */
 export interface StateRegions {
   readonly globals: number;
@@ -282,6 +328,10 @@ export interface StateRegions {
   readonly grantFrames: number;
   readonly activeFrames: number;
   readonly maptrackFrames: number;
+  readonly schedRing: number;
+  readonly schedRingTs: number;
+  readonly schedVcpu: number;
+  readonly schedDom: number;
   readonly total: number;
 }
 
@@ -319,9 +369,13 @@ export function stateRegions(cfg: HostConfig): StateRegions {
   const grantFrames = take(cfg.maxDomains * GNT_MAX_FRAMES * 4);
   const activeFrames = take(cfg.maxDomains * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME * 4);
   const maptrackFrames = take(cfg.maxDomains * MAPTRACK_MAX_FRAMES * 4);
+  const schedRing = take((SQ.COUNT + SCHED_RING_ENTRIES * SQE.WORDS) * 4);
+  const schedRingTs = take(SCHED_RING_ENTRIES * 8);
+  const schedVcpu = take(cfg.maxDomains * cfg.maxVcpus * SV.WORDS * 4);
+  const schedDom = take(cfg.maxDomains * SD.WORDS * 4);
   return { globals, globals64, ftOwner, ftCount, ftType, ftGfn, ftOrder, ftNext, ftPrev, buddyHeads,
     domains, domidMap, p2m, vcpus, vcpuTimes, pcpuOwner, conring, serialRx, evtchn, virqPorts, grantFrames,
-    activeFrames, maptrackFrames, total: align(at, 8) };
+    activeFrames, maptrackFrames, schedRing, schedRingTs, schedVcpu, schedDom, total: align(at, 8) };
 }
 
 /** Ports of the 2-level event channel ABI. */
@@ -377,6 +431,14 @@ export class HvState {
   readonly activeFrames: Int32Array;
   /** (slot, i) -> mfn of maptrack frame i, -1 none. */
   readonly maptrackFrames: Int32Array;
+  /** Scheduler request ring: SQ header, then entries of SQE words. */
+  readonly schedRing: Int32Array;
+  /** Timestamp (system time ns) of each ring entry. */
+  readonly schedRingTs: BigInt64Array;
+  /** Per-vCPU scheduler words, SV.WORDS each, index slot * maxVcpus + vcpu. */
+  readonly schedVcpu: Int32Array;
+  /** Per-domain-slot scheduler parameters, SD.WORDS each. */
+  readonly schedDom: Int32Array;
   /** Machine memory as 32-bit words (atomic bit operations on guest-visible pages). */
   readonly mem32: Int32Array;
   /** Machine memory, all frames. */
@@ -413,6 +475,10 @@ export class HvState {
     this.grantFrames = new Int32Array(s, r.grantFrames, cfg.maxDomains * GNT_MAX_FRAMES);
     this.activeFrames = new Int32Array(s, r.activeFrames, cfg.maxDomains * GNT_MAX_FRAMES * ACTIVE_PER_GRANT_FRAME);
     this.maptrackFrames = new Int32Array(s, r.maptrackFrames, cfg.maxDomains * MAPTRACK_MAX_FRAMES);
+    this.schedRing = new Int32Array(s, r.schedRing, SQ.COUNT + SCHED_RING_ENTRIES * SQE.WORDS);
+    this.schedRingTs = new BigInt64Array(s, r.schedRingTs, SCHED_RING_ENTRIES);
+    this.schedVcpu = new Int32Array(s, r.schedVcpu, cfg.maxDomains * cfg.maxVcpus * SV.WORDS);
+    this.schedDom = new Int32Array(s, r.schedDom, cfg.maxDomains * SD.WORDS);
     this.mem32 = new Int32Array(buffers.mem);
     this.mem8 = new Uint8Array(buffers.mem);
   }

@@ -78,7 +78,8 @@ export const SHUTDOWN_reboot = 1;
 export const SHUTDOWN_suspend = 2;
 export const SHUTDOWN_crash = 3;
 export const SHUTDOWN_watchdog = 4;
-export const SHUTDOWN_MAX = 4;
+export const SHUTDOWN_soft_reset = 5;
+export const SHUTDOWN_MAX = 5;
 
 /** vcpu_op (vcpu.h). */
 export const VCPUOP_initialise = 0;

@@ -259,9 +259,14 @@ export function closePort(hv: HvState, slot: number, port: number): number {
           }
         }
       } else if (st === ECS_VIRQ) {
+        // As Xen: clear the binding on whichever vCPU holds it (a global VIRQ
+        // stays bound on vCPU 0 even after bind_vcpu moved its port).
         const virq = hv.evtchn[hv.ev(slot, port, EV_REMOTE_DOM)];
-        const vi = hv.virq(slot, notifyVcpu(hv, slot, port), virq);
-        if (hv.virqPorts[vi] === port) Atomics.store(hv.virqPorts, vi, 0);
+        const max = Atomics.load(hv.dom, hv.d(slot, D.max_vcpus));
+        for (let v = 0; v < max; v++) {
+          const vi = hv.virq(slot, v, virq);
+          if (hv.virqPorts[vi] === port) Atomics.store(hv.virqPorts, vi, 0);
+        }
       }
       setPort(hv, slot, port, ECS_FREE, 0, 0, 0);
       clearPending(hv, slot, port);
@@ -300,9 +305,10 @@ export function sendPort(hv: HvState, slot: number, port: number): number {
 
 /** send_guest_vcpu_virq / send_guest_global_virq: raise a VIRQ if the domain bound it. */
 export function sendVirq(hv: HvState, slot: number, vcpu: number, virq: number): void {
-  const target = PER_VCPU_VIRQS.has(virq) ? vcpu : 0;
-  const port = Atomics.load(hv.virqPorts, hv.virq(slot, target, virq));
-  if (port > 0) setPending(hv, slot, target, port);
+  const perVcpu = PER_VCPU_VIRQS.has(virq);
+  const port = Atomics.load(hv.virqPorts, hv.virq(slot, perVcpu ? vcpu : 0, virq));
+  // A global VIRQ goes to its port's notify vCPU (bind_vcpu may have moved it).
+  if (port > 0) setPending(hv, slot, perVcpu ? vcpu : notifyVcpu(hv, slot, port), port);
 }
 
 /** Raise a global VIRQ at Dom0 (VIRQ_DOM_EXC, VIRQ_CONSOLE), if it is up. */
@@ -313,8 +319,9 @@ export function sendDom0Virq(hv: HvState, virq: number): void {
 
 /** evtchn_bind_vcpu: move where a port's events are delivered. */
 export function bindVcpu(hv: HvState, slot: number, port: number, vcpu: number): number {
-  if (!portValid(port)) return -EINVAL;
+  // Xen checks the vCPU first (-ENOENT), then the port (-EINVAL).
   if (vcpu < 0 || vcpu >= Atomics.load(hv.dom, hv.d(slot, D.max_vcpus))) return -ENOENT;
+  if (!portValid(port)) return -EINVAL;
   domLock(hv, slot);
   try {
     const st = portState(hv, slot, port);

@@ -25,11 +25,13 @@ export function doConsoleIo(ctx: VcpuCtx, cmd: number, count: number, buffer: nu
       const rc = xsmCheck(ctx.hv, ctx.slot, 'console_io_read');
       if (rc !== 0) return rc;
       if (count < 0 || count > 0x7fffffff) return -E2BIG;
-      const data = serialRxRead(ctx.hv, count);
-      if (!ctx.copyTo(buffer, data)) return -EFAULT;
-      return data.length;
+      const data = serialRxRead(ctx.hv, count, (d) => ctx.copyTo(buffer, d));
+      return data ? data.length : -EFAULT;
     }
-    default:
-      return -ENOSYS;
+    default: {
+      // Xen asks XSM before looking at cmd: anything but write needs privilege.
+      const rc = xsmCheck(ctx.hv, ctx.slot, 'console_io_read');
+      return rc !== 0 ? rc : -ENOSYS;
+    }
   }
 }

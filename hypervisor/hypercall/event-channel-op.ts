@@ -13,7 +13,7 @@ import {
   allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, closeAll, closePort, ECS_INTERDOMAIN, ECS_IPI,
   ECS_PIRQ, ECS_UNBOUND, ECS_VIRQ, notifyVcpu, portState, portValid, sendPort, unmaskPort,
 } from '../evtchn/evtchn.ts';
-import { EV_REMOTE_DOM, EV_REMOTE_PORT } from '../state.ts';
+import { D, EV_REMOTE_DOM, EV_REMOTE_PORT } from '../state.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
 import { xsmCheck } from '../xsm.ts';
 import { EINVAL } from '../../shared/errno.ts';
@@ -68,7 +68,8 @@ export function doEventChannelOp(ctx: VcpuCtx, cmd: number, arg: number): number
       const rd = b.get('remote_dom');
       const rslot = rd === DOMID_SELF ? ctx.slot : liveSlot(hv, rd);
       if (rslot < 0) return -ESRCH;
-      const port = bindInterdomain(hv, ctx.slot, ctx.vcpu, rslot, b.get('remote_port'));
+      // Xen leaves the new port's notify_vcpu_id at 0, whichever vCPU binds it.
+      const port = bindInterdomain(hv, ctx.slot, 0, rslot, b.get('remote_port'));
       if (port < 0) return port;
       return ctx.writeStruct(b.set('local_port', port), arg) ? 0 : -EFAULT;
     }
@@ -110,6 +111,8 @@ export function doEventChannelOp(ctx: VcpuCtx, cmd: number, arg: number): number
       if (!r) return -EFAULT;
       const slot = target(ctx, r.get('dom'));
       if (slot < 0) return slot;
+      // Xen's evtchn_reset: another domain must be paused by its controller.
+      if (slot !== ctx.slot && Atomics.load(hv.dom, hv.d(slot, D.pause_count)) === 0) return -EINVAL;
       closeAll(hv, slot);
       return 0;
     }

@@ -13,6 +13,8 @@ import { DOMID_SELF } from '../../shared/types.ts';
 import { liveSlot } from '../domain.ts';
 import { guestRemovePage, increaseExtent, mapForeign, mapSharedInfo, moveGmfn, populateExtent } from '../mm/physmap.ts';
 import { D, MAX_ORDER } from '../state.ts';
+import { gnttabAddToPhysmap } from '../gnttab/setup.ts';
+import { XENMAPSPACE_grant_table } from '../../shared/hypercall.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
 import { xsmCheck, type XsmAction } from '../xsm.ts';
 
@@ -30,9 +32,9 @@ function targetSlot(ctx: VcpuCtx, domid: number, action: XsmAction): number {
 
 /**
  * increase/decrease_reservation and populate_physmap. As in Xen, the result is
- * the number of extents done: a bad argument, a bad domain or a failing extent
- * stops the loop and returns how far it got; only the privilege check fails
- * the call with -EPERM.
+ * the number of extents done: a bad argument, a bad domain, a caller without
+ * rights over it (xsm_memory_adjust_reservation) or a failing extent stops the
+ * loop and returns how far it got. Never a negative errno.
  */
 function reservation(ctx: VcpuCtx, op: number, arg: number, start: number): number {
   const r = ctx.readStruct(XEN_MEMORY_RESERVATION, arg);
@@ -45,8 +47,7 @@ function reservation(ctx: VcpuCtx, op: number, arg: number, start: number): numb
   const domid = r.get('domid');
   const slot = domid === DOMID_SELF ? ctx.slot : liveSlot(ctx.hv, domid);
   if (slot < 0) return start;
-  const rc = xsmCheck(ctx.hv, ctx.slot, 'memory_adjust_reservation', slot);
-  if (rc < 0) return rc;
+  if (xsmCheck(ctx.hv, ctx.slot, 'memory_adjust_reservation', slot) < 0) return start;
   const list = r.get('extent_start');
   let i = start;
   for (; i < nr; i++) {
@@ -68,7 +69,8 @@ function reservation(ctx: VcpuCtx, op: number, arg: number, start: number): numb
   return i;
 }
 
-function stat(ctx: VcpuCtx, op: number, arg: number): number {
+function stat(ctx: VcpuCtx, op: number, arg: number, start: number): number {
+  if (start !== 0) return -EINVAL;
   const m = ctx.readStruct(XEN_MEMORY_DOMAIN, arg);
   if (!m) return -EFAULT;
   const slot = targetSlot(ctx, m.get('domid'), 'memory_stat_reservation');
@@ -79,6 +81,8 @@ function stat(ctx: VcpuCtx, op: number, arg: number): number {
 function addToPhysmap(ctx: VcpuCtx, arg: number): number {
   const x = ctx.readStruct(XEN_ADD_TO_PHYSMAP, arg);
   if (!x) return -EFAULT;
+  // Foreign mapping is only possible via add_to_physmap_batch (Xen checks this first).
+  if (x.get('space') === XENMAPSPACE_gmfn_foreign) return -ENOSYS;
   const slot = targetSlot(ctx, x.get('domid'), 'add_to_physmap');
   if (slot < 0) return slot;
   const idx = x.get('idx');
@@ -96,8 +100,10 @@ function addToPhysmap(ctx: VcpuCtx, arg: number): number {
       }
       return 0;
     }
+    case XENMAPSPACE_grant_table:
+      // Grant table frame idx of the domain (hypervisor/gnttab/setup.ts).
+      return gnttabAddToPhysmap(ctx.hv, slot, idx, gpfn);
     default:
-      // gmfn_foreign only through the batch form; grant_table comes with grant tables.
       return -EINVAL;
   }
 }
@@ -145,7 +151,7 @@ export function doMemoryOp(ctx: VcpuCtx, cmd: number, arg: number): number {
       return reservation(ctx, op, arg, start);
     case XENMEM_current_reservation:
     case XENMEM_maximum_reservation:
-      return stat(ctx, op, arg);
+      return stat(ctx, op, arg, start);
     case XENMEM_maximum_ram_page:
       return ctx.hv.nrFrames;
     case XENMEM_add_to_physmap:

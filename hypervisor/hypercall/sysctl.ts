@@ -13,7 +13,7 @@ import {
 import { StructView } from '../../shared/layout.ts';
 import { DOMID_FIRST_RESERVED } from '../../shared/types.ts';
 import type { SchedName } from '../config.ts';
-import { conringRead } from '../console.ts';
+import { conringClear, conringRead } from '../console.ts';
 import { slotOf } from '../domain.ts';
 import { G } from '../state.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
@@ -32,8 +32,10 @@ function readconsole(ctx: VcpuCtx, op: Sysctl): number {
   const rc = xsmCheck(ctx.hv, ctx.slot, 'readconsole');
   if (rc < 0) return rc;
   const r = new StructView(XEN_SYSCTL_READCONSOLE, op.raw(), SYSCTL_U);
-  const { data, index } = conringRead(ctx.hv, r.get('count'), r.get('incremental') !== 0, r.get('index'), r.get('clear') !== 0);
+  const { data, index } = conringRead(ctx.hv, r.get('count'), r.get('incremental') !== 0, r.get('index'), false);
+  // Xen copies first and clears only after the copy succeeded: a fault loses no output.
   if (!ctx.copyTo(r.get('buffer'), data)) return -EFAULT;
+  if (r.get('clear') !== 0) conringClear(ctx.hv, index);
   r.set('count', data.length);
   r.set('index', index);
   return 0;

@@ -19,6 +19,9 @@ import { doVcpuOp } from './vcpu-op.ts';
 import { doXenVersion } from './xen-version.ts';
 import { doEventChannelOp } from './event-channel-op.ts';
 import { doSetTimerOp } from './set-timer-op.ts';
+// Grant tables (hypervisor/gnttab): __HYPERVISOR_grant_table_op = 20.
+import { doGrantTableOp } from '../gnttab/op.ts';
+import { __HYPERVISOR_grant_table_op } from '../../shared/hypercall.ts';
 
 /** Register arguments as the guest passed them (already checked to be integers). */
 export type Handler = (ctx: VcpuCtx, a1: number, a2: number, a3: number, a4: number, a5: number) => number;
@@ -33,6 +36,7 @@ table[__HYPERVISOR_sysctl] = doSysctl;
 table[__HYPERVISOR_domctl] = doDomctl;
 table[__HYPERVISOR_event_channel_op] = doEventChannelOp;
 table[__HYPERVISOR_set_timer_op] = doSetTimerOp;
+table[__HYPERVISOR_grant_table_op] = doGrantTableOp;
 
 /** Register the handler of a hypercall number (used by later subsystems). */
 export function registerHypercall(op: number, h: Handler): void {
@@ -42,10 +46,13 @@ export function registerHypercall(op: number, h: Handler): void {
 
 /**
  * A register value: guests pass JS numbers (or bigints, as 64-bit registers).
+ * Registers are unsigned: a negative number is its 64-bit two's complement,
+ * above 2^53 like every wider value, so it reads as MAX_SAFE_INTEGER (out of
+ * range everywhere), never as a negative index or count.
  * Anything else cannot be in a register: NaN marks it so the call fails -EINVAL.
  */
 function reg(x: unknown): number {
-  if (typeof x === 'number') return Number.isSafeInteger(x) ? x : NaN;
+  if (typeof x === 'number') return Number.isSafeInteger(x) ? (x < 0 ? Number.MAX_SAFE_INTEGER : x + 0) : NaN;
   if (typeof x === 'bigint') {
     const u = BigInt.asUintN(64, x);
     return u <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(u) : Number.MAX_SAFE_INTEGER;

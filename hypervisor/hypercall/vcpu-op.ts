@@ -7,8 +7,10 @@ import {
 import { VCPU_SET_PERIODIC_TIMER, VCPU_SET_SINGLESHOT_TIMER, VCPU_SSHOTTMR_future } from '../../shared/abi/vcpu.ts';
 import { MIN_PERIOD_NS, setPeriodic, setSingleshot } from '../timer/timers.ts';
 
-/** Xen's STIME_DELTA_MAX bound on periodic timers (~2^62 ns); anything larger is -EINVAL. */
-const MAX_PERIOD_NS = 1n << 62n;
+/** Xen's STIME_DELTA_MAX bound on periodic timers (2^62 - 1 ns); anything larger is -EINVAL. */
+const MAX_PERIOD_NS = (1n << 62n) - 1n;
+/** Xen's s_time_t is signed: a timeout of 0 or one at/above 2^63 is already in the past. */
+const STIME_MAX = (1n << 63n) - 1n;
 import { VCPU_GUEST_CONTEXT } from '../../shared/abi/domctl.ts';
 import { VCPU_RUNSTATE_INFO } from '../../shared/abi/vcpu.ts';
 import { StructView } from '../../shared/layout.ts';
@@ -64,7 +66,8 @@ export function doVcpuOp(ctx: VcpuCtx, cmd: number, vcpuid: number, arg: number)
       if (!t) return -EFAULT;
       const deadline = t.getBig('timeout_abs_ns');
       if ((t.get('flags') & VCPU_SSHOTTMR_future) && deadline < hv.now()) return -ETIME;
-      setSingleshot(hv, slot, vcpuid, deadline);
+      // Xen arms an expired timer, which fires at once; 0n here would mean "stopped".
+      setSingleshot(hv, slot, vcpuid, deadline > 0n && deadline <= STIME_MAX ? deadline : 1n);
       return 0;
     }
     case VCPUOP_stop_singleshot_timer:

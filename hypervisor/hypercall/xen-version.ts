@@ -66,8 +66,9 @@ export function doXenVersion(ctx: VcpuCtx, cmd: number, arg: number): number {
       return put(ctx, arg, ctx.hv.domBytes.slice(at, at + 16));
     }
     case XENVER_commandline: {
-      const rc = xsmCheck(ctx.hv, ctx.slot, 'xen_version_privileged');
-      return rc !== 0 ? rc : put(ctx, arg, str('', 1024));
+      // XSM deny is not an error here: Xen copies xen_deny() ("<denied>" and its NUL) and returns 0.
+      const deny = xsmCheck(ctx.hv, ctx.slot, 'xen_version_privileged') !== 0;
+      return put(ctx, arg, deny ? str('<denied>', 9) : str('', 1024));
     }
     default:
       return -ENOSYS;

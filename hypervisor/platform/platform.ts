@@ -11,7 +11,7 @@ import { constructDom0, initState, startDom0, type Dom0Params } from '../boot.ts
 import type { HostConfig } from '../config.ts';
 import { vcpuKick, vcpuThreadExited } from '../domain.ts';
 import type { PlatformPort, PlatformRequest } from '../platform-port.ts';
-import { pcpuRelease } from '../sched/pcpu.ts';
+import { pcpuThreadExited } from '../sched/pcpu.ts';
 import { serialRxPut } from '../serial.ts';
 import { sendDom0Virq } from '../evtchn/evtchn.ts';
 import { VIRQ_CONSOLE } from '../../shared/abi/event-channel.ts';
@@ -76,7 +76,8 @@ export class Platform implements PlatformPort {
       if (this.threads.get(key) === t) this.threads.delete(key);
       const hv = this.hv;
       Atomics.store(hv.vcpu, hv.v(slot, vcpu, V.thread), VTHREAD_EXITED);
-      pcpuRelease(hv, slot, vcpu);
+      // The scheduler frees whatever pCPU the thread held or had been granted.
+      pcpuThreadExited(hv, slot, vcpu, generation);
       const abnormal = failure ?? (code !== 0 ? `exit code ${code}` : null);
       vcpuThreadExited(hv, slot, vcpu, generation, abnormal, this);
       if (abnormal) log.warn({ slot, vcpu, reason: abnormal }, 'vcpu thread died');
@@ -124,7 +125,6 @@ export class Platform implements PlatformPort {
     Atomics.store(hv.g, G.HALT, 1);
     Atomics.add(hv.g, G.TIMER_WAKE, 1);
     Atomics.notify(hv.g, G.TIMER_WAKE);
-    Atomics.notify(hv.g, G.PCPU_GEN);
     const exits: Promise<unknown>[] = [];
     for (const t of this.threads.values()) {
       exits.push(new Promise((r) => t.worker.once('exit', r)));

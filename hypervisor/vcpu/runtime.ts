@@ -15,7 +15,10 @@ import { PAGE_SIZE } from '../../shared/types.ts';
 import { domainCrash, domidOfSlot, runstateChange } from '../domain.ts';
 import { copyFromGuest } from '../mm/p2m.ts';
 import type { PlatformPort } from '../platform-port.ts';
-import { NO_PCPU, pcpuAcquire, pcpuPreemptionPoint, pcpuRelease, pcpuYield } from '../sched/pcpu.ts';
+import {
+  NO_PCPU, RELEASE_BLOCKED, RELEASE_OFFLINE, RELEASE_PREEMPTED, RELEASE_YIELD, pcpuClaim, pcpuGranted, pcpuHeld,
+  pcpuPreemptRequested, pcpuRelease, pcpuRequest, pcpuTake,
+} from '../sched/pcpu.ts';
 import { D, G, HvState, V, VPF_down, VPF_initialised, VPF_killed, VPF_shutdown, DOMSTATE_ACTIVE } from '../state.ts';
 import { doHypercall } from '../hypercall/table.ts';
 import { VcpuCtx, type SchedHooks } from './context.ts';
@@ -46,6 +49,8 @@ export class VcpuRuntime implements SchedHooks {
   private readonly vcpu: number;
   private readonly wakeIdx: number;
   private readonly flagsIdx: number;
+  /** The pCPU this vCPU last ran on: the first one it tries to claim when it wakes. */
+  private lastPcpu = NO_PCPU;
 
   constructor(private readonly o: VcpuRuntimeOptions) {
     this.hv = o.hv;
@@ -85,54 +90,99 @@ export class VcpuRuntime implements SchedHooks {
       Atomics.load(this.hv.dom, this.hv.d(this.slot, D.state)) === DOMSTATE_ACTIVE;
   };
 
+  /**
+   * Get a pCPU: wait to be runnable (offline meanwhile), ask the scheduler,
+   * wait for its grant. Leaves the thread if the domain is killed meanwhile.
+   */
   private acquire(): void {
-    if (pcpuAcquire(this.hv, this.slot, this.vcpu, this.killed) === NO_PCPU) this.exit();
+    if (!this.runnable()) {
+      runstateChange(this.hv, this.slot, this.vcpu, RUNSTATE_offline);
+      this.waitUntil(this.runnable);
+    }
+    runstateChange(this.hv, this.slot, this.vcpu, RUNSTATE_runnable);
+    const p = pcpuClaim(this.hv, this.slot, this.vcpu, this.lastPcpu);
+    if (p === NO_PCPU) {
+      pcpuRequest(this.hv, this.slot, this.vcpu);
+      this.resume();
+      return;
+    }
+    this.lastPcpu = p;
     runstateChange(this.hv, this.slot, this.vcpu, RUNSTATE_running);
   }
 
-  private release(state: number): void {
+  /**
+   * Runnable, holding no pCPU, and known to the scheduler as runnable (it
+   * asked, or it was preempted or yielded): wait for the grant and take it.
+   * A grant that comes after the vCPU stopped being runnable, or together
+   * with a request to give it back, is given back at once.
+   */
+  private resume(): void {
+    const { hv, slot, vcpu } = this;
+    for (;;) {
+      this.waitUntil(() => pcpuGranted(hv, slot, vcpu));
+      this.lastPcpu = pcpuTake(hv, slot, vcpu);
+      if (!this.runnable()) {
+        this.giveBack(RUNSTATE_offline, RELEASE_OFFLINE);
+        this.acquire();
+        return;
+      }
+      if (!pcpuPreemptRequested(hv, slot, vcpu)) break;
+      this.giveBack(RUNSTATE_runnable, RELEASE_PREEMPTED);
+    }
+    runstateChange(hv, slot, vcpu, RUNSTATE_running);
+  }
+
+  /** Stop running: runstate `state` from now, and the pCPU goes back to the scheduler (RELEASE_*). */
+  private giveBack(state: number, reason: number): void {
     runstateChange(this.hv, this.slot, this.vcpu, state);
-    pcpuRelease(this.hv, this.slot, this.vcpu);
+    pcpuRelease(this.hv, this.slot, this.vcpu, reason);
   }
 
   /** Leave the guest for good: release the pCPU and end the thread. */
   exit(): never {
-    if (Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.pcpu)) !== NO_PCPU) this.release(RUNSTATE_offline);
+    if (pcpuHeld(this.hv, this.slot, this.vcpu) !== NO_PCPU) this.giveBack(RUNSTATE_offline, RELEASE_OFFLINE);
     // Ends the thread at once, whatever guest frames are on the stack.
     this.o.exitThread();
     throw new VcpuExit();
   }
 
-  /** A preemption point: honour kill, shutdown, pause, down and the scheduler's request. */
+  /**
+   * A preemption point (every hypercall, on the way in and out, and
+   * KernelApi.preempt()): honour kill, shutdown, pause, down, and the
+   * scheduler's request for the pCPU. Costs a few atomic loads when there is
+   * nothing to do.
+   */
   preemptionPoint(): void {
     if (this.killed()) this.exit();
     if (!this.runnable()) {
       if (this.flags() & VPF_shutdown) this.park();
-      this.release(this.flags() & VPF_down ? RUNSTATE_offline : RUNSTATE_runnable);
-      this.waitUntil(this.runnable);
+      this.giveBack(RUNSTATE_offline, RELEASE_OFFLINE);
       this.acquire();
       return;
     }
-    if (!pcpuPreemptionPoint(this.hv, this.slot, this.vcpu, this.killed)) this.exit();
+    if (pcpuPreemptRequested(this.hv, this.slot, this.vcpu)) {
+      this.giveBack(RUNSTATE_runnable, RELEASE_PREEMPTED);
+      this.resume();
+    }
   }
 
   // SchedHooks: called by hypercall handlers on this thread.
 
   yield(): void {
-    if (!pcpuYield(this.hv, this.slot, this.vcpu, this.killed)) this.exit();
+    this.giveBack(RUNSTATE_runnable, RELEASE_YIELD);
+    this.resume();
   }
 
   block(wakeup: () => boolean, deadline = 0n): boolean {
     if (wakeup()) return true;
-    this.release(RUNSTATE_blocked);
+    this.giveBack(RUNSTATE_blocked, RELEASE_BLOCKED);
     const woke = this.waitUntil(() => wakeup() && this.runnable(), deadline);
-    if (!this.runnable()) this.waitUntil(this.runnable);
     this.acquire();
     return woke;
   }
 
   park(): void {
-    this.release(RUNSTATE_offline);
+    this.giveBack(RUNSTATE_offline, RELEASE_OFFLINE);
     this.waitUntil(() => false);
   }
 
@@ -149,7 +199,7 @@ export class VcpuRuntime implements SchedHooks {
 
   private hostServices(): HostServices {
     const off = async <T>(p: Promise<T>): Promise<T> => {
-      this.release(RUNSTATE_blocked);
+      this.giveBack(RUNSTATE_blocked, RELEASE_BLOCKED);
       try {
         return await p;
       } finally {
@@ -202,6 +252,7 @@ export class VcpuRuntime implements SchedHooks {
       const api: KernelApi = Object.freeze({
         hypercall: this.hypercallFn(),
         rdtsc: () => this.hv.now(),
+        preempt: () => this.preemptionPoint(),
         mem: makeGuestMemory(this.hv, this.slot),
         startInfo: Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.arg0_gpa)) >>> 0,
         vcpuId: this.vcpu,

@@ -71,6 +71,17 @@ export interface KernelApi {
   readonly startInfo: number;
   readonly vcpuId: number;
   readonly host?: HostServices;
+  /**
+   * The explicit preemption point: give the pCPU back here if the scheduler
+   * wants it (the slice is over, or a vCPU that woke should run first), and
+   * carry on when it is given back. Costs a few atomic loads when there is
+   * nothing to do. A CPU-bound kernel calls it often (every 1 ms of work at
+   * most): until it does, or makes a hypercall, it keeps the pCPU and is
+   * charged for the overrun, and vCPUs waiting for that pCPU wait.
+   * (Optional only so that test doubles of this interface need not provide it;
+   * the hypervisor always does.)
+   */
+  readonly preempt?: () => void;
 }
 
 export type KernelEntry = (k: KernelApi) => void | Promise<void>;

@@ -92,9 +92,12 @@ export class EventChannels {
     this.xen.k.mem.atomicOr32(this.wordAddr(MASK, port), 1 << (port & 31));
   }
 
-  /** Unmask through the hypervisor, which redelivers an event that is pending. */
+  /**
+   * Unmask through the hypervisor (EVTCHNOP_unmask), which clears the mask bit
+   * itself and redelivers an event that arrived while masked. The mask bit must
+   * still be set when the hypervisor looks, so it is not cleared here first.
+   */
   unmask(port: number): void {
-    this.xen.k.mem.atomicAnd32(this.wordAddr(MASK, port), ~(1 << (port & 31)));
     this.op('unmask', EVTCHNOP_unmask, StructView.alloc(EVTCHN_PORT).set('port', port));
   }
 

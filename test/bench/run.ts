@@ -5,10 +5,12 @@
  */
 import { benchNullHypercall } from './null-hypercall.ts';
 import { benchEvtchn } from './evtchn.ts';
+import { benchGnttab } from './gnttab.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
   'null-hypercall': benchNullHypercall,
   'evtchn-pingpong': benchEvtchn,
+  gnttab: benchGnttab,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

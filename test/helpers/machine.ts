@@ -161,7 +161,11 @@ export function frameInvariantViolations(hv: HvState): string[] {
       if (Atomics.load(hv.dom, hv.d(s, D.state)) === DOMSTATE_FREE) continue;
       const domid = hv.dom[hv.d(s, D.domid)];
       const tot = hv.dom[hv.d(s, D.tot_pages)];
-      if ((owned.get(domid) ?? 0) !== tot) bad.push(`d${domid}: tot_pages ${tot} but owns ${owned.get(domid) ?? 0} frames`);
+      // Grant table frames are owned by the domain but counted in xenheap_pages, not tot_pages.
+      const xh = hv.dom[hv.d(s, D.xenheap_pages)];
+      if ((owned.get(domid) ?? 0) !== tot + xh) {
+        bad.push(`d${domid}: tot_pages ${tot} + xenheap_pages ${xh} but owns ${owned.get(domid) ?? 0} frames`);
+      }
       owned.delete(domid);
       // Every P2M RAM entry of a domain points at a frame that is not free.
       for (let g = 0; g < hv.cfg.p2mEntries; g++) {

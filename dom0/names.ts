@@ -1,5 +1,5 @@
 /** Xen's names for things Dom0 prints (xl's wording). */
-import { SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend, SHUTDOWN_watchdog } from '../shared/hypercall.ts';
+import { SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_soft_reset, SHUTDOWN_suspend, SHUTDOWN_watchdog } from '../shared/hypercall.ts';
 
 const REASONS: Readonly<Record<number, string>> = {
   [SHUTDOWN_poweroff]: 'poweroff',
@@ -7,6 +7,7 @@ const REASONS: Readonly<Record<number, string>> = {
   [SHUTDOWN_suspend]: 'suspend',
   [SHUTDOWN_crash]: 'crash',
   [SHUTDOWN_watchdog]: 'watchdog',
+  [SHUTDOWN_soft_reset]: 'soft_reset',
 };
 
 export function shutdownReasonName(r: number): string {

@@ -25,6 +25,9 @@ export function vcpuHasWork(hv: HvState, slot: number, vcpu: number): boolean {
 
 function block(ctx: VcpuCtx): number {
   const { hv, slot, vcpu } = ctx;
+  // SCHEDOP_block re-enables event delivery (local_event_delivery_enable): clear evtchn_upcall_mask.
+  const si = Atomics.load(hv.dom, hv.d(slot, D.shared_info_mfn));
+  if (si >= 0 && vcpu < 32) Atomics.store(hv.mem8, si * PAGE_SIZE + vcpuInfoOffset(vcpu) + VCPU_INFO.fields.evtchn_upcall_mask.offset, 0);
   const f = hv.v(slot, vcpu, V.pause_flags);
   Atomics.or(hv.vcpu, f, VPF_blocked);
   // Check for work after setting blocked, so a kick between the two is not lost.

@@ -37,6 +37,15 @@ describe('event channels: interdomain basics', () => {
     expect(eb.isPending(pb)).toBe(false);
   });
 
+  it('SCHEDOP_block re-enables event delivery (clears evtchn_upcall_mask)', async () => {
+    const m = new TestMachine();
+    const { v } = await m.domU();
+    const ev = new EventChannels(v.xen);
+    v.api.mem.writeU8(ev.sharedInfo + 1, 1); // vcpu_info[0].evtchn_upcall_mask
+    v.xen.block();
+    expect(v.api.mem.readU8(ev.sharedInfo + 1)).toBe(0);
+  });
+
   it('Dom0 gets VIRQ_DOM_EXC when a domain shuts down', async () => {
     const m = new TestMachine();
     const e0 = new EventChannels(m.dom0.xen, 300);

@@ -33,6 +33,9 @@ export interface ConnectionLimits {
   readonly eventTimeoutMs: number;
 }
 
+/** The close reason of a domain's connection after RELEASE or destruction (normal, not an error). */
+export const DOMAIN_RELEASED = 'domain released';
+
 export const DEFAULT_LIMITS: ConnectionLimits = Object.freeze({
   maxQueuedBytes: 1 << 20,
   maxQueuedEvents: 1024,
@@ -244,7 +247,7 @@ export class Xenstored {
       // Called from inside store.handle (RELEASE) or domainDestroyed: no processing here.
       release: (domid) => {
         for (const c of [...this.conns.values()]) {
-          if (c.domid === domid && c.sc.home !== undefined) this.closeQuietly(c, 'domain released');
+          if (c.domid === domid && c.sc.home !== undefined) this.closeQuietly(c, DOMAIN_RELEASED);
         }
       },
     };

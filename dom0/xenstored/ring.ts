@@ -10,7 +10,7 @@
 import { XENSTORE_DOMAIN_INTERFACE, XENSTORE_ERROR_RINGIDX, XENSTORE_RING_SIZE, XENSTORE_SERVER_FEATURE_ERROR } from '../../shared/abi/xs-ring.ts';
 import { xsRingRead, xsRingUsed, xsRingWrite, type RingMemory } from '../../shared/xenstore/ring.ts';
 import { limitedWarn, logger, RateLimiter } from '../../shared/log.ts';
-import type { Xenstored, XsConnection } from './connection.ts';
+import { DOMAIN_RELEASED, type Xenstored, type XsConnection } from './connection.ts';
 
 const log = logger('xenstored');
 /** A guest can make its ring fail at will: rate-limited per domain. */
@@ -33,7 +33,9 @@ export class XsRingBackend {
     conn.transport = {
       output: () => this.kick(),
       resume: () => this.kick(),
-      closed: (reason) => limitedWarn(dropLimiter, log, `dom${conn.domid}`, { domid: conn.domid, reason }, 'dropped domain connection'),
+      closed: (reason) => {
+        if (reason !== DOMAIN_RELEASED) limitedWarn(dropLimiter, log, `dom${conn.domid}`, { domid: conn.domid, reason }, 'dropped domain connection');
+      },
     };
   }
 

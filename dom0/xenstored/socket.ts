@@ -24,6 +24,7 @@ const log = logger('xenstored');
 const dropLimiter = new RateLimiter();
 
 const HIGH_WATER = 256 * 1024;
+const CLIENT_CLOSED = 'client closed';
 const CHUNK = 64 * 1024;
 
 /** Where xenstored listens and clients connect: $XENSTORED_PATH, or the default under the temp dir. */
@@ -65,7 +66,7 @@ function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: 
     output: flush,
     resume: () => sock.resume(),
     closed: (reason) => {
-      limitedWarn(dropLimiter, log, 'socket', { reason }, 'dropped socket client');
+      if (reason !== CLIENT_CLOSED) limitedWarn(dropLimiter, log, 'socket', { reason }, 'dropped socket client');
       sock.destroy();
     },
   };
@@ -77,7 +78,7 @@ function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: 
   sock.on('error', () => sock.destroy());
   sock.on('close', () => {
     clients.delete(sock);
-    daemon.close(c, 'client closed');
+    daemon.close(c, CLIENT_CLOSED);
   });
 }
 

@@ -147,6 +147,6 @@ describe('xenstored transactions', () => {
         expect(got, `key ${k}`).toBe(model.get(k));
       }
       expect(h.store.check()).toEqual([]);
-    }), { numRuns: 300 });
+    }), { numRuns: 150 });
   });
 });

@@ -16,9 +16,11 @@
  * an entry is checked and its bytes move, so neither frame can leave its
  * owner's physmap mid-copy (no page reference, no heap_lock). Consecutive
  * entries between the same two domains share one taking of the locks, up to
- * COPY_RUN entries, as Xen keeps its locked domains across a batch
- * (gnttab_copy_lock_domains); the same reason keeps the pin counts untouched:
- * nobody can observe them while the locks are held.
+ * COPY_RUN entries (Xen likewise keeps the domains it looked up across
+ * consecutive entries, gnttab_copy_lock_domains, though its locks are not
+ * exclusive). Unlike Xen, a copy leaves the active entry's pin count alone:
+ * such a pin would live only while our locks are held, and nobody reads pins
+ * without them; the guest-visible flags are what a racing revoke sees.
  */
 import {
   GNTCOPY_dest_gref, GNTCOPY_source_gref, GNTST_bad_copy_arg, GNTST_bad_domain, GNTST_bad_gntref, GNTST_bad_page,

@@ -19,7 +19,6 @@ import {
   GNTST_okay, GNTST_permission_denied,
 } from '../../shared/abi/grant-table.ts';
 import { EFAULT, EINVAL, ENOSYS } from '../../shared/errno.ts';
-import { StructView } from '../../shared/layout.ts';
 import { DOMID_SELF, PAGE_SIZE } from '../../shared/types.ts';
 import { liveSlot } from '../domain.ts';
 import { copyFromGuest, copyToGuest, gpaToMachine } from '../mm/p2m.ts';
@@ -61,42 +60,57 @@ function memView(hv: HvState): DataView {
   return view;
 }
 
-/** Write an i16 status into guest memory at gpa (copy_field_to_guest); false on fault. */
-function putStatus(ctx: VcpuCtx, gpa: number, status: number): boolean {
-  const ma = gpaToMachine(ctx.hv, ctx.slot, gpa, true);
-  if (ma >= 0 && gpa % PAGE_SIZE <= PAGE_SIZE - 2) {
-    memView(ctx.hv).setInt16(ma, status, true);
+/**
+ * Write `bytes` bytes at guest `gpa` through `put` (copy_field_to_guest):
+ * in place when they sit in one page of writable RAM, else through a private
+ * buffer and copyToGuest. False on fault.
+ */
+function putField(ctx: VcpuCtx, gpa: number, bytes: number, put: (dv: DataView, at: number) => void): boolean {
+  const ma = gpa % PAGE_SIZE <= PAGE_SIZE - bytes ? gpaToMachine(ctx.hv, ctx.slot, gpa, true) : -1;
+  if (ma >= 0) {
+    put(memView(ctx.hv), ma);
     return true;
   }
-  const b = new Uint8Array(2);
-  new DataView(b.buffer).setInt16(0, status, true);
+  const b = new Uint8Array(bytes);
+  put(new DataView(b.buffer), 0);
   return copyToGuest(ctx.hv, ctx.slot, gpa, b);
 }
 
-/** u64 at `o` of a private copy, as a number (values past 2^53 stay past every range we check). */
+/** Write an i16 status into guest memory at gpa; false on fault. */
+function putStatus(ctx: VcpuCtx, gpa: number, status: number): boolean {
+  return putField(ctx, gpa, 2, (dv, at) => dv.setInt16(at, status, true));
+}
+
+/** u64 at `o`, as a number (values past 2^53 stay past every range we check). */
 function u64(b: DataView, o: number): number {
   return b.getUint32(o, true) + b.getUint32(o + 4, true) * 2 ** 32;
 }
 
-/** One entry: act on the private copy at `o`, write the results to guest `gpa`; 0 or -EFAULT. */
+/**
+ * One entry whose bytes are at `o` in `b` (the guest's memory, or a private
+ * copy): read each field exactly once, act, write the results back to guest
+ * `gpa`. 0, or -EFAULT when the results cannot be written.
+ */
 type EntryFn = (ctx: VcpuCtx, b: DataView, o: number, gpa: number) => number;
 
+/**
+ * Run `count` entries of `size` bytes from `uop` in order. An entry inside one
+ * page of readable memory is read in place; one that straddles pages is
+ * copied out first. An entry that cannot be read stops the batch with
+ * -EFAULT, the entries before it done (as Xen's __copy_from_guest_offset).
+ */
 function batch(ctx: VcpuCtx, uop: number, count: number, size: number, one: EntryFn): number {
-  if (count === 0) return 0;
-  const all = copyFromGuest(ctx.hv, ctx.slot, uop, count * size);
-  if (all) {
-    const b = new DataView(all.buffer);
-    for (let i = 0; i < count; i++) {
-      const rc = one(ctx, b, i * size, uop + i * size);
-      if (rc < 0) return rc;
+  const hv = ctx.hv;
+  for (let i = 0, gpa = uop; i < count; i++, gpa += size) {
+    const ma = gpa % PAGE_SIZE <= PAGE_SIZE - size ? gpaToMachine(hv, ctx.slot, gpa, false) : -1;
+    let rc: number;
+    if (ma >= 0) {
+      rc = one(ctx, memView(hv), ma, gpa);
+    } else {
+      const e = copyFromGuest(hv, ctx.slot, gpa, size);
+      if (!e) return -EFAULT;
+      rc = one(ctx, new DataView(e.buffer), 0, gpa);
     }
-    return 0;
-  }
-  // Part of the array cannot be read: do the entries before the first that cannot.
-  for (let i = 0; i < count; i++) {
-    const e = copyFromGuest(ctx.hv, ctx.slot, uop + i * size, size);
-    if (!e) return -EFAULT;
-    const rc = one(ctx, new DataView(e.buffer), 0, uop + i * size);
     if (rc < 0) return rc;
   }
   return 0;
@@ -109,11 +123,12 @@ const mapOne: EntryFn = (ctx, b, o, gpa) => {
     ref: b.getUint32(o + MAP.ref.offset, true),
     dom: b.getUint16(o + MAP.dom.offset, true),
   });
-  // Xen copies the whole entry back; only status, handle and dev_bus_addr change.
-  const out = new StructView(GNTTAB_MAP_GRANT_REF, new Uint8Array(b.buffer, b.byteOffset + o, GNTTAB_MAP_GRANT_REF.size).slice());
-  out.set('status', r.status);
-  if (r.status === GNTST_okay) out.set('handle', r.handle).set('dev_bus_addr', 0);
-  return copyToGuest(ctx.hv, ctx.slot, gpa, out.raw()) ? 0 : -EFAULT;
+  // Xen copies the whole entry back; only status, handle and dev_bus_addr can differ.
+  if (!putStatus(ctx, gpa + MAP.status.offset, r.status)) return -EFAULT;
+  if (r.status !== GNTST_okay) return 0;
+  const ok = putField(ctx, gpa + MAP.handle.offset, 4, (dv, at) => dv.setUint32(at, r.handle, true)) &&
+    putField(ctx, gpa + MAP.dev_bus_addr.offset, 8, (dv, at) => dv.setBigUint64(at, 0n, true));
+  return ok ? 0 : -EFAULT;
 };
 
 const unmapOne: EntryFn = (ctx, b, o, gpa) => {
@@ -124,38 +139,23 @@ const unmapOne: EntryFn = (ctx, b, o, gpa) => {
 
 /** unmap_and_replace: for auto-translated mappers only new_addr 0 is possible (replace_grant_p2m_mapping). */
 const unmapAndReplaceOne: EntryFn = (ctx, b, o, gpa) => {
-  const st = u64(b, o + UAR.new_addr.offset) !== 0
-    ? GNTST_general_error
-    : unmapGrantRef(ctx.hv, ctx.slot, u64(b, o + UAR.host_addr.offset), 0, b.getUint32(o + UAR.handle.offset, true));
+  const hostAddr = u64(b, o + UAR.host_addr.offset);
+  const newAddr = u64(b, o + UAR.new_addr.offset);
+  const handle = b.getUint32(o + UAR.handle.offset, true);
+  const st = newAddr !== 0 ? GNTST_general_error : unmapGrantRef(ctx.hv, ctx.slot, hostAddr, 0, handle);
   return putStatus(ctx, gpa + UAR.status.offset, st) ? 0 : -EFAULT;
 };
 
 /**
- * copy: the entries go through one CopyBatch (it keeps the domain locks across
- * a run of entries between the same domains). An entry inside one page is
- * read in place, each field once (CopyBatch.one); one that straddles pages is
- * copied out first. Each status is written back on its own, as Xen's
- * copy_field_to_guest; an entry that cannot be read stops the batch with
- * -EFAULT, the entries before it done.
+ * copy: the entries go through one CopyBatch, which keeps the domain locks
+ * across a run of entries between the same domains (and releases them
+ * however the batch ends).
  */
 function copyBatch(ctx: VcpuCtx, uop: number, count: number): number {
-  const hv = ctx.hv;
-  const size = GNTTAB_COPY.size;
-  const run = new CopyBatch(hv, ctx.slot, ctx.domid);
+  const run = new CopyBatch(ctx.hv, ctx.slot, ctx.domid);
   try {
-    for (let i = 0, gpa = uop; i < count; i++, gpa += size) {
-      const ma = gpa % PAGE_SIZE <= PAGE_SIZE - size ? gpaToMachine(hv, ctx.slot, gpa, false) : -1;
-      let st: number;
-      if (ma >= 0) {
-        st = run.one(memView(hv), ma);
-      } else {
-        const e = copyFromGuest(hv, ctx.slot, gpa, size);
-        if (!e) return -EFAULT;
-        st = run.one(new DataView(e.buffer), 0);
-      }
-      if (!putStatus(ctx, gpa + COPY.status.offset, st)) return -EFAULT;
-    }
-    return 0;
+    return batch(ctx, uop, count, GNTTAB_COPY.size,
+      (c, b, o, gpa) => putStatus(c, gpa + COPY.status.offset, run.one(b, o)) ? 0 : -EFAULT);
   } finally {
     run.close();
   }

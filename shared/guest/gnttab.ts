@@ -75,6 +75,12 @@ export interface GrantEntry {
 }
 
 const FLAGS = GRANT_ENTRY_V1.fields.flags.offset;
+
+/** A u64 field from a number (gfns, guest-physical addresses: below 2^53). */
+function setU64(dv: DataView, o: number, n: number): void {
+  dv.setUint32(o, n % 2 ** 32, true);
+  dv.setUint32(o + 4, Math.floor(n / 2 ** 32), true);
+}
 const FRAME = GRANT_ENTRY_V1.fields.frame.offset;
 /** Guest-side bound on waiting for a committed transfer to complete (it completes inside one hypercall). */
 const TRANSFER_SPINS = 100_000_000;
@@ -226,9 +232,15 @@ export class GrantTable {
   }
 
   /** Write `count` entries of `layout` built by `fill` into the op page; returns its address. */
-  private marshal<F extends Fields>(layout: Layout<F>, count: number, fill: (v: StructView<F>, i: number) => void): number {
+  /**
+   * Write `count` entries of `layout` into the op page, each filled by
+   * `fill(dv, o, i)` at byte `o` of one DataView (ops are the data path: no
+   * object per entry). Returns the op page's address.
+   */
+  private marshal<F extends Fields>(layout: Layout<F>, count: number, fill: (dv: DataView, o: number, i: number) => void): number {
     const b = new Uint8Array(layout.size * count);
-    for (let i = 0; i < count; i++) fill(new StructView(layout, b, i * layout.size), i);
+    const dv = new DataView(b.buffer);
+    for (let i = 0; i < count; i++) fill(dv, i * layout.size, i);
     this.xen.k.mem.write(this.ops, b);
     return this.ops;
   }
@@ -259,18 +271,21 @@ export class GrantTable {
   mapBatch(reqs: ReadonlyArray<{ readonly domid: number; readonly ref: number; readonly readonly?: boolean; readonly gfn?: number }>): Mapping[] {
     return this.chunked(reqs, GNTTAB_MAP_GRANT_REF.size, (part) => {
       const gfns = part.map((r) => r.gfn ?? this.takeMapGfn());
-      const at = this.marshal(GNTTAB_MAP_GRANT_REF, part.length, (v, i) => {
+      const M = GNTTAB_MAP_GRANT_REF.fields;
+      const at = this.marshal(GNTTAB_MAP_GRANT_REF, part.length, (dv, o, i) => {
         const r = part[i]!;
-        v.set('host_addr', gfns[i]! * PAGE_SIZE).set('flags', GNTMAP_host_map | (r.readonly ? GNTMAP_readonly : 0))
-          .set('ref', r.ref).set('dom', r.domid);
+        setU64(dv, o + M.host_addr.offset, gfns[i]! * PAGE_SIZE);
+        dv.setUint32(o + M.flags.offset, GNTMAP_host_map | (r.readonly ? GNTMAP_readonly : 0), true);
+        dv.setUint32(o + M.ref.offset, r.ref, true);
+        dv.setUint16(o + M.dom.offset, r.domid, true);
       });
       this.gnttabOp('map_grant_ref', GNTTABOP_map_grant_ref, at, part.length);
-      const b = this.xen.k.mem.read(this.ops, GNTTAB_MAP_GRANT_REF.size * part.length);
+      const dv = new DataView(this.xen.k.mem.read(this.ops, GNTTAB_MAP_GRANT_REF.size * part.length).buffer);
       return part.map((r, i) => {
-        const v = new StructView(GNTTAB_MAP_GRANT_REF, b, i * GNTTAB_MAP_GRANT_REF.size);
-        const status = v.get('status');
+        const o = i * GNTTAB_MAP_GRANT_REF.size;
+        const status = dv.getInt16(o + M.status.offset, true);
         if (status !== GNTST_okay && r.gfn === undefined) this.releaseMapGfn(gfns[i]!);
-        return { status, handle: v.get('handle'), gfn: gfns[i]!, gpa: gfns[i]! * PAGE_SIZE };
+        return { status, handle: dv.getUint32(o + M.handle.offset, true), gfn: gfns[i]!, gpa: gfns[i]! * PAGE_SIZE };
       });
     });
   }
@@ -282,8 +297,10 @@ export class GrantTable {
 
   unmapBatch(ms: ReadonlyArray<{ readonly handle: number; readonly gfn: number }>): number[] {
     return this.chunked(ms, GNTTAB_UNMAP_GRANT_REF.size, (part) => {
-      const at = this.marshal(GNTTAB_UNMAP_GRANT_REF, part.length, (v, i) => {
-        v.set('host_addr', part[i]!.gfn * PAGE_SIZE).set('dev_bus_addr', 0).set('handle', part[i]!.handle);
+      const U = GNTTAB_UNMAP_GRANT_REF.fields;
+      const at = this.marshal(GNTTAB_UNMAP_GRANT_REF, part.length, (dv, o, i) => {
+        setU64(dv, o + U.host_addr.offset, part[i]!.gfn * PAGE_SIZE);
+        dv.setUint32(o + U.handle.offset, part[i]!.handle, true);
       });
       this.gnttabOp('unmap_grant_ref', GNTTABOP_unmap_grant_ref, at, part.length);
       const st = this.statuses(GNTTAB_UNMAP_GRANT_REF, part.length, 'status');
@@ -292,31 +309,25 @@ export class GrantTable {
     });
   }
 
-  /** GNTTABOP_copy: one status per op. Marshalled with one DataView per batch (the data path). */
+  /** GNTTABOP_copy: one status per op. */
   copy(ops: readonly CopyOp[]): number[] {
     const C = GNTTAB_COPY.fields;
-    const size = GNTTAB_COPY.size;
-    return this.chunked(ops, size, (part) => {
-      const b = new Uint8Array(size * part.length);
-      const dv = new DataView(b.buffer);
-      const side = (o: number, u: number, d: number, s: CopySide): number => {
+    return this.chunked(ops, GNTTAB_COPY.size, (part) => {
+      const side = (dv: DataView, o: number, u: number, d: number, s: CopySide): number => {
         const gref = 'ref' in s;
-        const n = gref ? s.ref : s.gfn;
-        dv.setUint32(o + u, n % 2 ** 32, true);
-        dv.setUint32(o + u + 4, Math.floor(n / 2 ** 32), true);
+        setU64(dv, o + u, gref ? s.ref : s.gfn);
         dv.setUint16(o + d, gref ? s.domid : DOMID_SELF, true);
         return gref ? 1 : 0;
       };
-      part.forEach((op, i) => {
-        const o = i * size;
-        const flags = (side(o, C.source_u.offset, C.source_domid.offset, op.source) ? GNTCOPY_source_gref : 0) |
-          (side(o, C.dest_u.offset, C.dest_domid.offset, op.dest) ? GNTCOPY_dest_gref : 0);
+      this.marshal(GNTTAB_COPY, part.length, (dv, o, i) => {
+        const op = part[i]!;
+        const flags = (side(dv, o, C.source_u.offset, C.source_domid.offset, op.source) ? GNTCOPY_source_gref : 0) |
+          (side(dv, o, C.dest_u.offset, C.dest_domid.offset, op.dest) ? GNTCOPY_dest_gref : 0);
         dv.setUint16(o + C.source_offset.offset, op.source.offset ?? 0, true);
         dv.setUint16(o + C.dest_offset.offset, op.dest.offset ?? 0, true);
         dv.setUint16(o + C.len.offset, op.len, true);
         dv.setUint16(o + C.flags.offset, flags, true);
       });
-      this.xen.k.mem.write(this.ops, b);
       this.gnttabOp('copy', GNTTABOP_copy, this.ops, part.length);
       return this.statuses(GNTTAB_COPY, part.length, 'status');
     });
@@ -328,8 +339,11 @@ export class GrantTable {
    */
   transfer(ops: readonly TransferOp[]): number[] {
     return this.chunked(ops, GNTTAB_TRANSFER.size, (part) => {
-      const at = this.marshal(GNTTAB_TRANSFER, part.length, (v, i) => {
-        v.set('mfn', part[i]!.gfn).set('domid', part[i]!.domid).set('ref', part[i]!.ref);
+      const T = GNTTAB_TRANSFER.fields;
+      const at = this.marshal(GNTTAB_TRANSFER, part.length, (dv, o, i) => {
+        setU64(dv, o + T.mfn.offset, part[i]!.gfn);
+        dv.setUint16(o + T.domid.offset, part[i]!.domid, true);
+        dv.setUint32(o + T.ref.offset, part[i]!.ref, true);
       });
       this.gnttabOp('transfer', GNTTABOP_transfer, at, part.length);
       return this.statuses(GNTTAB_TRANSFER, part.length, 'status');

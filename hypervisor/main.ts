@@ -25,17 +25,42 @@ function parseGuest(spec: string): PvBuildConfig {
   return { name: m[1], kernel: m[2], memoryMiB: mib, maxmemMiB: mib * 2 };
 }
 
+const USAGE = `usage: npm start -- [options]
+  --mem MiB          machine memory (default 256)
+  --pcpus N          physical CPUs (default: this host's cores)
+  --sched NAME       credit (default), credit2 or null
+  --dom0-mem MiB     Dom0's memory (default 16)
+  --guest SPEC       name=path/to/kernel.ts[:MiB], repeatable (default: the hello example)
+  --keep             keep the host running after the guests shut down (Ctrl-C stops it);
+                     typed input goes to the serial console (CONSOLEIO_read, VIRQ_CONSOLE)
+  --help             this text`;
+
+/** A positive integer option, or a clear error naming the option. */
+function intOption(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} ${v}: expected a positive integer`);
+  return n;
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       mem: { type: 'string' }, pcpus: { type: 'string' }, sched: { type: 'string' },
       'dom0-mem': { type: 'string' }, keep: { type: 'boolean', default: false },
-      guest: { type: 'string', multiple: true },
+      guest: { type: 'string', multiple: true }, help: { type: 'boolean', default: false },
     },
   });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const memMiB = intOption('mem', values.mem);
+  const pcpus = intOption('pcpus', values.pcpus);
+  const dom0Mem = intOption('dom0-mem', values['dom0-mem']) ?? 16;
   const cfg = hostConfig({
-    ...(values.mem ? { memMiB: Number(values.mem) } : {}),
-    ...(values.pcpus ? { pcpus: Number(values.pcpus) } : {}),
+    ...(memMiB ? { memMiB } : {}),
+    ...(pcpus ? { pcpus } : {}),
     ...(values.sched ? { sched: values.sched as SchedName } : {}),
   });
   const guests = values.guest?.length ? values.guest.map(parseGuest) : DEFAULT_GUESTS;
@@ -43,7 +68,11 @@ async function main(): Promise<number> {
   const stop = (): void => { void platform.stop().then(() => process.exit(130)); };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: Number(values['dom0-mem'] ?? 16), cmdline: encodeDom0Cmdline({ guests, keep: values.keep ?? false }) });
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: dom0Mem, cmdline: encodeDom0Cmdline({ guests, keep: values.keep ?? false }) });
+  if (values.keep && process.stdin.isTTY) {
+    // The host's serial line: keystrokes reach Dom0 through CONSOLEIO_read.
+    process.stdin.on('data', (b: Buffer) => { platform.serialInput(new Uint8Array(b)); });
+  }
   const reason = await platform.halted;
   logger('platform').info({ reason }, 'host halted');
   return reason === SHUTDOWN_poweroff ? 0 : 1;

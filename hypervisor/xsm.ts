@@ -55,7 +55,8 @@ export function xsmCheck(hv: HvState, caller: number, action: XsmAction, target 
       return privileged(hv, caller) ? 0 : -EPERM;
     case 'TARGET': {
       if (target === caller || privileged(hv, caller)) return 0;
-      if (target >= 0 && Atomics.load(hv.dom, hv.d(target, D.target)) === Atomics.load(hv.dom, hv.d(caller, D.domid))) return 0;
+      // src->target == target: the caller was designated the target's device model / driver domain.
+      if (target >= 0 && Atomics.load(hv.dom, hv.d(caller, D.target)) === Atomics.load(hv.dom, hv.d(target, D.domid))) return 0;
       return -EPERM;
     }
   }

@@ -2,7 +2,7 @@
 import { EEXIST, EFAULT, EINVAL, ENOENT, ENOSYS, ETIME } from '../../shared/errno.ts';
 import {
   VCPUOP_down, VCPUOP_get_runstate_info, VCPUOP_initialise, VCPUOP_is_up, VCPUOP_up, VCPUOP_set_singleshot_timer,
-  VCPUOP_stop_singleshot_timer, VCPUOP_set_periodic_timer, VCPUOP_stop_periodic_timer,
+  VCPUOP_stop_singleshot_timer, VCPUOP_set_periodic_timer, VCPUOP_stop_periodic_timer, SHUTDOWN_poweroff,
 } from '../../shared/hypercall.ts';
 import { VCPU_SET_PERIODIC_TIMER, VCPU_SET_SINGLESHOT_TIMER, VCPU_SSHOTTMR_future } from '../../shared/abi/vcpu.ts';
 import { MIN_PERIOD_NS, setPeriodic, setSingleshot } from '../timer/timers.ts';
@@ -14,17 +14,21 @@ const STIME_MAX = (1n << 63n) - 1n;
 import { VCPU_GUEST_CONTEXT } from '../../shared/abi/domctl.ts';
 import { VCPU_RUNSTATE_INFO } from '../../shared/abi/vcpu.ts';
 import { StructView } from '../../shared/layout.ts';
-import { domLock, domUnlock, vcpuInitialise } from '../domain.ts';
+import { domainShutdown, domLock, domUnlock, vcpuInitialise } from '../domain.ts';
 import { D, HvState, V, VPF_down, VPF_initialised, VT } from '../state.ts';
 import type { VcpuCtx } from '../vcpu/context.ts';
 
 /** Fill a vcpu_runstate_info for (slot, vcpu). */
 export function runstateInfo(hv: HvState, slot: number, vcpu: number): StructView<typeof VCPU_RUNSTATE_INFO.fields> {
   const r = StructView.alloc(VCPU_RUNSTATE_INFO);
-  r.set('state', Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.runstate)));
-  r.setBig('state_entry_time', hv.vcpuTime[hv.vt(slot, vcpu, VT.STATE_ENTRY)]);
+  const state = Atomics.load(hv.vcpu, hv.v(slot, vcpu, V.runstate));
+  const entry = hv.vcpuTime[hv.vt(slot, vcpu, VT.STATE_ENTRY)];
+  r.set('state', state);
+  r.setBig('state_entry_time', entry);
+  // vcpu_runstate_get(): the current stint counts in its state's time.
+  const stint = hv.now() - entry;
   for (let k = 0; k < 4; k++) {
-    const t = hv.vcpuTime[hv.vt(slot, vcpu, VT.TIME0 + k)];
+    const t = hv.vcpuTime[hv.vt(slot, vcpu, VT.TIME0 + k)] + (k === state && stint > 0n ? stint : 0n);
     r.dv.setBigUint64(VCPU_RUNSTATE_INFO.fields.time.offset + 8 * k, BigInt.asUintN(64, t), true);
   }
   return r;
@@ -85,10 +89,21 @@ export function doVcpuOp(ctx: VcpuCtx, cmd: number, vcpuid: number, arg: number)
     case VCPUOP_stop_periodic_timer:
       setPeriodic(hv, slot, vcpuid, 0n);
       return 0;
-    case VCPUOP_down:
+    case VCPUOP_down: {
+      // vcpu_down(): the last online vCPU going down powers the domain off.
+      const max = Atomics.load(hv.dom, hv.d(slot, D.max_vcpus));
+      let othersUp = false;
+      for (let v = 0; v < max; v++) {
+        if (v !== vcpuid && !(Atomics.load(hv.vcpu, hv.v(slot, v, V.pause_flags)) & VPF_down)) othersUp = true;
+      }
+      if (!othersUp) {
+        domainShutdown(hv, slot, SHUTDOWN_poweroff, ctx.port);
+        return 0;
+      }
       // A running PV TypeScript vCPU stops at its next preemption point.
       Atomics.or(hv.vcpu, hv.v(slot, vcpuid, V.pause_flags), VPF_down);
       return 0;
+    }
     default:
       return -ENOSYS;
   }

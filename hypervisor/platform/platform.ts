@@ -49,7 +49,11 @@ export class Platform implements PlatformPort {
   boot(dom0: Dom0Params): void {
     initState(this.hv);
     this.timer = this.spawn(TIMER_ENTRY, {});
-    this.timer.on('error', (e) => log.error({ err: e.message }, 'timer thread failed'));
+    // The timer interrupt is part of the machine: without it nothing is scheduled; halt.
+    this.timer.on('error', (e) => {
+      log.fatal({ err: e.message }, 'timer thread failed: halting the host');
+      this.halt(SHUTDOWN_crash);
+    });
     const slot = constructDom0(this.hv, dom0, this);
     startDom0(this.hv, slot, this);
     log.info({ pcpus: this.cfg.pcpus, memMiB: this.cfg.memMiB, sched: this.cfg.sched }, 'host booted');

@@ -14,13 +14,15 @@ import {
   XEN_SYSCTL_READCONSOLE, XEN_SYSCTL_SCHED_ID,
 } from '../shared/abi/sysctl.ts';
 import { XEN_ADD_TO_PHYSMAP_BATCH } from '../shared/abi/memory.ts';
+import { EVTCHN_ALLOC_UNBOUND, EVTCHNOP_alloc_unbound } from '../shared/abi/event-channel.ts';
 import { EAGAIN } from '../shared/errno.ts';
-import { check, Xen } from '../shared/guest/xen.ts';
+import { check, Xen, XenError } from '../shared/guest/xen.ts';
 import {
   XENMAPSPACE_gmfn_foreign, XENMEM_add_to_physmap_batch, XEN_DOMCTL_createdomain, XEN_DOMCTL_destroydomain,
   XEN_DOMCTL_getdomaininfo, XEN_DOMCTL_max_mem, XEN_DOMCTL_max_vcpus, XEN_DOMCTL_pausedomain,
   XEN_DOMCTL_setvcpucontext, XEN_DOMCTL_unpausedomain, XEN_SYSCTL_getdomaininfolist, XEN_SYSCTL_physinfo,
   XEN_SYSCTL_readconsole, XEN_SYSCTL_sched_id, __HYPERVISOR_domctl, __HYPERVISOR_memory_op, __HYPERVISOR_sysctl,
+  __HYPERVISOR_event_channel_op,
 } from '../shared/hypercall.ts';
 import { StructView, type Fields, type Layout } from '../shared/layout.ts';
 import {
@@ -68,6 +70,21 @@ export interface SchedCreditParams {
 export interface VcpuAffinity {
   readonly hard: number[];
   readonly soft: number[];
+}
+
+/**
+ * A foreign frame mapped into our physmap until `unmap` (xc_map_foreign_range
+ * and munmap): the frame keeps a reference, so it stays allocated, and its
+ * owner stays in the domain table as a zombie, until it is unmapped.
+ */
+export interface ForeignMapping {
+  readonly domid: number;
+  /** The frame's gfn in the foreign domain. */
+  readonly gfn: number;
+  /** Where it is mapped in our guest-physical space. */
+  readonly gpa: number;
+  /** Remove the mapping and give the local gfn back its RAM. Idempotent. */
+  unmap(): void;
 }
 
 export interface CreateDomainOptions {
@@ -288,22 +305,59 @@ export class XenCtrl {
     return Array.from({ length: n }, (_, i) => errs.getInt32(n * 16 + i * 4, true));
   }
 
-  /** Run `fn` with frame `gfn` of `domid` mapped at one of our free gfns; unmaps after. */
-  withForeignPage<T>(domid: number, gfn: number, fn: (gpa: number) => T): T {
+  /**
+   * Map frame `gfn` of `domid` at one of our free gfns until the mapping's
+   * `unmap` (our RAM page there goes back to the heap meanwhile). Throws
+   * XenError if the frame cannot be mapped.
+   */
+  mapForeignPage(domid: number, gfn: number): ForeignMapping {
     const local = this.xen.allocGfn();
+    const restore = (): void => {
+      check('populate_physmap', this.xen.populatePhysmap([local]) === 1 ? 0 : -1);
+      this.xen.releaseGfn(local);
+    };
     // Our RAM page at `local` is replaced by the mapping: give it back first.
-    check('decrease_reservation', this.xen.decreaseReservation([local]) === 1 ? 0 : -1);
+    if (this.xen.decreaseReservation([local]) !== 1) {
+      this.xen.releaseGfn(local);
+      throw new XenError('decrease_reservation', -1);
+    }
     try {
       const [rc] = this.mapForeign(domid, [gfn], [local]);
       check(`map foreign d${domid} gfn ${gfn}`, rc);
-      try {
-        return fn(local * PAGE_SIZE);
-      } finally {
-        this.xen.removeFromPhysmap(local);
-      }
-    } finally {
-      check('populate_physmap', this.xen.populatePhysmap([local]) === 1 ? 0 : -1);
-      this.xen.releaseGfn(local);
+    } catch (e) {
+      restore();
+      throw e;
     }
+    let mapped = true;
+    return {
+      domid, gfn, gpa: local * PAGE_SIZE,
+      unmap: () => {
+        if (!mapped) return;
+        mapped = false;
+        this.xen.removeFromPhysmap(local);
+        restore();
+      },
+    };
+  }
+
+  /** Run `fn` with frame `gfn` of `domid` mapped at one of our free gfns; unmaps after. */
+  withForeignPage<T>(domid: number, gfn: number, fn: (gpa: number) => T): T {
+    const m = this.mapForeignPage(domid, gfn);
+    try {
+      return fn(m.gpa);
+    } finally {
+      m.unmap();
+    }
+  }
+
+  /**
+   * xc_evtchn_alloc_unbound: a new unbound port in `domid` that `remoteDom`
+   * may bind (privileged callers may name another domain, as the toolstack
+   * does for a new guest's xenstore and console channels). Returns the port.
+   */
+  evtchnAllocUnbound(domid: number, remoteDom: number): number {
+    const a = StructView.alloc(EVTCHN_ALLOC_UNBOUND).set('dom', domid).set('remote_dom', remoteDom);
+    check(`event_channel_op(alloc_unbound, d${domid})`, this.xen.k.hypercall(__HYPERVISOR_event_channel_op, EVTCHNOP_alloc_unbound, this.xen.put(a)));
+    return this.xen.get(EVTCHN_ALLOC_UNBOUND).get('port');
   }
 }

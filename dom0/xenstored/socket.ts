@@ -11,6 +11,11 @@
  * take its requests (connection.ts), and hands the socket no more than
  * `HIGH_WATER` bytes beyond what the kernel took, so a client that never reads
  * costs a bounded amount of memory.
+ *
+ * Inside Dom0's kernel the daemon may only run while Dom0 holds its pCPU (a
+ * request can make xenstored map a domain's ring or notify it): the `schedule`
+ * option hands every piece of work a socket callback would do to the kernel's
+ * loop instead of doing it in the callback. By default it runs at once.
  */
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
@@ -45,6 +50,11 @@ export interface SocketServerOptions {
   readonly print?: (line: string) => void;
   /** How often unread watch events are expired; default 5 s. */
   readonly expireEveryMs?: number;
+  /**
+   * Where daemon work from socket callbacks runs: called with each piece, in
+   * order; it must run them in that order. Default: at once.
+   */
+  readonly schedule?: (work: () => void) => void;
 }
 
 export interface XenstoredSocketServer {
@@ -55,8 +65,8 @@ export interface XenstoredSocketServer {
   close(): Promise<void>;
 }
 
-/** Serve `c` over `sock` until either side closes. */
-function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: Set<Socket>): void {
+/** Serve `c` over `sock` until either side closes; daemon work goes through `run`. */
+function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: Set<Socket>, run: (work: () => void) => void): void {
   const flush = (): void => {
     while (c.hasOutput() && sock.writable && sock.writableLength < HIGH_WATER) {
       sock.write(daemon.takeOutput(c, CHUNK));
@@ -71,14 +81,18 @@ function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: 
     },
   };
   sock.on('data', (buf: Buffer) => {
-    daemon.receive(c, new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength));
-    if (!c.closed && !c.wantsInput()) sock.pause();
+    // Our copy: the work may run after Node reuses the buffer.
+    const bytes = new Uint8Array(buf);
+    run(() => {
+      daemon.receive(c, bytes);
+      if (!c.closed && !c.wantsInput()) sock.pause();
+    });
   });
-  sock.on('drain', flush);
+  sock.on('drain', () => run(flush));
   sock.on('error', () => sock.destroy());
   sock.on('close', () => {
     clients.delete(sock);
-    daemon.close(c, CLIENT_CLOSED);
+    run(() => daemon.close(c, CLIENT_CLOSED));
   });
 }
 
@@ -86,12 +100,13 @@ function serveClient(daemon: Xenstored, sock: Socket, c: XsConnection, clients: 
 export async function startXenstoredSocket(opts: SocketServerOptions = {}): Promise<XenstoredSocketServer> {
   const path = opts.path ?? xenstoredSocketPath();
   const daemon = opts.daemon ?? new Xenstored({ now: Date.now, ...opts.daemonOptions });
+  const run = opts.schedule ?? ((work: () => void) => work());
   const clients = new Set<Socket>();
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   rmSync(path, { force: true });
   const server: Server = createServer((sock) => {
     clients.add(sock);
-    serveClient(daemon, sock, daemon.connectSocket(), clients);
+    serveClient(daemon, sock, daemon.connectSocket(), clients, run);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -101,7 +116,7 @@ export async function startXenstoredSocket(opts: SocketServerOptions = {}): Prom
     });
   });
   chmodSync(path, 0o600);
-  const timer = setInterval(() => daemon.expire(), opts.expireEveryMs ?? 5000);
+  const timer = setInterval(() => run(() => daemon.expire()), opts.expireEveryMs ?? 5000);
   timer.unref();
   (opts.print ?? ((l: string) => process.stdout.write(l + '\n')))(`xenstored: listening on ${path}`);
   return {

@@ -90,6 +90,9 @@ const NONE = -1;
 /** Overrun reports use the policy's tick, or this under a policy without one (null). */
 const DEFAULT_TICK_NS = 10_000_000;
 
+/** doSchedule calls in one settle() beyond which the policy is taken to be livelocked. */
+const MAX_SCHEDULES_PER_SETTLE = 10_000;
+
 /** Who an idle pCPU runs when a vCPU wakes: any vCPU allowed on it, or only the one assigned to it. */
 type IdleRule = 'any' | 'assigned';
 const IDLE_RULE: Readonly<Record<Scheduler['opt_name'], IdleRule>> = { credit: 'any', credit2: 'any', null: 'assigned' };
@@ -344,6 +347,9 @@ export class SchedCore {
     this.stats.claims++;
     this.held[vidx] = p;
     this.waiting.delete(vidx);
+    // A request that raced with its last release is stale (the vCPU cleared its flag when it claimed).
+    this.preemptAt[vidx] = NONE;
+    this.asked.delete(vidx);
     const ref = this.refOf(vidx, t);
     if (!ref) {
       this.requestPreempt(vidx, t); // dying domain: its thread leaves at its next preemption point
@@ -420,7 +426,13 @@ export class SchedCore {
     const pending = new Set<number>(due);
     for (const c of this.policy.takeTickled()) pending.add(c);
     let next = first;
+    let rounds = 0;
     while (pending.size > 0) {
+      if (++rounds > MAX_SCHEDULES_PER_SETTLE) {
+        // A policy that keeps tickling: a bug in it. Leave the rest to the next event or tick.
+        this.log.error({ policy: this.policy.opt_name, pending: [...pending] }, 'scheduler livelock');
+        break;
+      }
       const p = next !== NONE && pending.has(next) ? next : Math.min(...pending);
       const h = p === next && claimant !== NONE ? claimant : this.holder(p);
       next = NONE;
@@ -465,7 +477,8 @@ export class SchedCore {
         if (c === NONE) {
           this.open(p);
         } else if (this.held[c] === NONE) {
-          if (this.grant(p, c)) changed = true;
+          // Not while c still holds a pCPU it claimed (its CLAIM is in the ring): that brings it here.
+          if (this.tokensOf(c).length === 0 && this.grant(p, c)) changed = true;
         } else if (this.held[c] !== p && this.holder(this.held[c]) === c && this.close(p)) {
           // c holds another pCPU against the policy's wish: the policy wants it here.
           this.relabel(c, this.held[c], p);

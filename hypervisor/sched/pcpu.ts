@@ -65,6 +65,8 @@ export function pcpuClaim(hv: HvState, slot: number, vcpu: number, last: number)
     if (!allowedOn(hv, slot, vcpu, p)) continue;
     if (Atomics.compareExchange(hv.pcpuOwner, p, v, vidx) !== v) continue;
     Atomics.store(hv.vcpu, hv.v(slot, vcpu, V.pcpu), p);
+    // A request that raced with our last release is stale: nobody can want an open pCPU back.
+    Atomics.store(hv.vcpu, hv.v(slot, vcpu, V.preempt), 0);
     // Nobody waits on a claim: the scheduler hears of it at its next wake-up.
     schedPost(hv, SCHED_EV_CLAIM, vidx, p, false);
     return p;

@@ -4,7 +4,17 @@
  *
  *   gfn 0      kernel image header: names the kernel module to run
  *   gfn 1      start_info
- *   gfn 2 ...  free RAM (nr_pages - 2 frames)
+ *   gfn 2      xenstore ring page (struct xenstore_domain_interface)
+ *   gfn 3      console ring page (struct xencons_interface)
+ *   gfn 4 ...  free RAM (nr_pages - 4 frames)
+ *
+ * The two special pages follow start_info, in the order libxenguest's x86 PV
+ * builder allocates them (alloc_magic_pages_pv: start_info, xenstore,
+ * console). start_info's store_mfn and console.domU.mfn name them; our guests
+ * are auto-translated, so, as xc_dom does for translated guests, those fields
+ * carry the gfn, not an mfn. Dom0 gets no rings (it talks to xenstored in its
+ * own kernel and writes its console with console_io): its gfns 2 and 3 are
+ * RAM it leaves unused.
  *
  * The vCPU context's entry is the header's guest-physical address and its first
  * argument the start_info's, as x86_64 PV passes start_info in %rsi.
@@ -15,9 +25,14 @@ import { PAGE_SIZE } from '../types.ts';
 
 export const IMAGE_GFN = 0;
 export const START_INFO_GFN = 1;
-export const FIRST_FREE_GFN = 2;
-/** The smallest PV domain: image, start_info and one page of RAM. */
-export const MIN_PV_PAGES = 3;
+/** The xenstore ring page (start_info store_mfn). */
+export const XENSTORE_GFN = 2;
+/** The console ring page (start_info console.domU.mfn). */
+export const CONSOLE_GFN = 3;
+/** The first gfn of free RAM. */
+export const FIRST_FREE_GFN = 4;
+/** The smallest PV domain: image, start_info, the two ring pages and one page of RAM. */
+export const MIN_PV_PAGES = 5;
 
 export const KERNEL_IMAGE_MAGIC = 'XENTSPV1';
 
@@ -58,8 +73,10 @@ export interface StartInfoParams {
   readonly sharedInfoMaddr: number;
   readonly flags: number;
   readonly cmdline: string;
+  /** gfn of the xenstore ring page (auto-translated guests: a gfn, as xc_dom writes it); 0 for none. */
   readonly storeMfn?: number;
   readonly storeEvtchn?: number;
+  /** gfn of the console ring page (a gfn, as for storeMfn); 0 for none. */
   readonly consoleMfn?: number;
   readonly consoleEvtchn?: number;
 }

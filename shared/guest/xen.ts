@@ -63,6 +63,14 @@ export class Xen {
   get nrPages(): number { return this.startInfo.get('nr_pages'); }
   get cmdline(): string { return this.startInfo.getString('cmd_line'); }
   get flags(): number { return this.startInfo.get('flags'); }
+  /** gfn of the xenstore ring page (start_info store_mfn; a gfn on our auto-translated guests), 0 if none. */
+  get storeGfn(): number { return this.startInfo.get('store_mfn'); }
+  /** Our end of the xenstore event channel (start_info store_evtchn), 0 if none. */
+  get storeEvtchn(): number { return this.startInfo.get('store_evtchn'); }
+  /** gfn of the console ring page (start_info console.domU.mfn), 0 if none. */
+  get consoleGfn(): number { return this.startInfo.get('console_domU_mfn'); }
+  /** Our end of the console event channel (start_info console.domU.evtchn), 0 if none. */
+  get consoleEvtchn(): number { return this.startInfo.get('console_domU_evtchn'); }
   /** gfn of start_info in the builder's layout. */
   static readonly START_INFO_GFN = START_INFO_GFN;
 

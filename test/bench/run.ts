@@ -6,8 +6,11 @@
 import { benchNullHypercall } from './null-hypercall.ts';
 import { benchEvtchn } from './evtchn.ts';
 import { benchGnttab } from './gnttab.ts';
+import { benchSchedSim, benchSchedThreads } from './sched.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
+  'sched-sim': async () => benchSchedSim(),
+  'sched-threads': benchSchedThreads,
   'null-hypercall': benchNullHypercall,
   'evtchn-pingpong': benchEvtchn,
   gnttab: benchGnttab,

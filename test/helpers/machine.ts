@@ -112,9 +112,13 @@ export class TestMachine {
     });
   }
 
-  /** Build a PV domain through Dom0's real builder and return a context for its vCPU 0. */
+  /**
+   * Build a PV domain through Dom0's real builder and return a context for its
+   * vCPU 0. Without xenstore and console rings unless `c.rings` says so, so
+   * that the domain's event channel ports start free (no xenstored runs here).
+   */
   async domU(c: Partial<PvBuildConfig> = {}): Promise<{ domid: number; slot: number; v: TestVcpu }> {
-    const domid = await buildPvDomain(this.ctrl, { name: 'test', kernel: 'domU/guests/hello.ts', memoryMiB: 1, ...c });
+    const domid = await buildPvDomain(this.ctrl, { name: 'test', kernel: 'domU/guests/hello.ts', memoryMiB: 1, rings: false, ...c });
     this.ctrl.unpauseDomain(domid);
     const slot = liveSlot(this.hv, domid);
     return { domid, slot, v: this.vcpu(slot, 0) };

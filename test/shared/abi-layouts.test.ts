@@ -18,6 +18,7 @@ import { XEN_SYSCTL, XEN_SYSCTL_GETDOMAININFOLIST, XEN_SYSCTL_PHYSINFO, XEN_SYSC
 import { XEN_ADD_TO_PHYSMAP, XEN_ADD_TO_PHYSMAP_BATCH, XEN_MEMORY_RESERVATION, XEN_REMOVE_FROM_PHYSMAP } from '../../shared/abi/memory.ts';
 import { SCHED_POLL, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN } from '../../shared/abi/sched.ts';
 import { VCPU_RUNSTATE_INFO, VCPU_SET_SINGLESHOT_TIMER } from '../../shared/abi/vcpu.ts';
+import { XENCONS_INTERFACE } from '../../shared/abi/console.ts';
 import type { Fields, Layout } from '../../shared/layout.ts';
 import { defineLayout, StructView, u16, u32, u64 } from '../../shared/layout.ts';
 
@@ -33,6 +34,13 @@ describe('Xen ABI layouts (x86_64)', () => {
       console_domU_evtchn: 80, pt_base: 88, nr_pt_frames: 96, mfn_list: 104, mod_start: 112, mod_len: 120,
       cmd_line: 128, first_p2m_pfn: 1152, nr_p2m_frames: 1160,
     });
+  });
+
+  it('xencons_interface (io/console.h)', () => {
+    expect(XENCONS_INTERFACE.size).toBe(3088);
+    expect(offsets(XENCONS_INTERFACE)).toEqual({ in: 0, out: 1024, in_cons: 3072, in_prod: 3076, out_cons: 3080, out_prod: 3084 });
+    expect(XENCONS_INTERFACE.fields.in.length).toBe(1024);
+    expect(XENCONS_INTERFACE.fields.out.length).toBe(2048);
   });
 
   it('shared_info, vcpu_info, vcpu_time_info', () => {

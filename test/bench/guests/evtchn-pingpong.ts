@@ -1,8 +1,9 @@
 /**
  * Event-channel ping-pong between two DomUs (benchmark and real-thread test).
  * Command line: `role=ping|pong peer=<domid> rounds=<n> spin=<µs>`.
- * ping allocates an unbound port for its peer (the first port of a fresh
- * domain: 1); pong binds it and signals ready; then ping sends and waits for
+ * ping allocates an unbound port for its peer and publishes its number in
+ * XenStore (its data/evtchn-port, readable by pong), as split drivers
+ * publish theirs; pong reads it, binds it and signals ready; then ping sends and waits for
  * the answer `rounds` times, and pong answers each event. With spin > 0 a side polls
  * its pending bit for up to that long before blocking in SCHEDOP_block.
  * ping reports `BENCH {...}` with the round-trip times.
@@ -12,8 +13,8 @@ import { EventChannels } from '../../../shared/guest/evtchn.ts';
 import { Xen } from '../../../shared/guest/xen.ts';
 import { SHUTDOWN_poweroff } from '../../../shared/hypercall.ts';
 import { EVTCHNSTAT_interdomain } from '../../../shared/abi/event-channel.ts';
-import { EINVAL } from '../../../shared/errno.ts';
-import { XenError } from '../../../shared/guest/xen.ts';
+import { GuestXenbus } from '../../../shared/guest/xenbus.ts';
+import { XenbusError } from '../../../shared/xenbus/client.ts';
 
 function args(cmdline: string): Map<string, string> {
   return new Map(cmdline.split(/\s+/).filter(Boolean).map((kv) => kv.split('=') as [string, string]));
@@ -35,15 +36,22 @@ function waitFor(ev: EventChannels, port: number, spinNs: bigint): void {
   while (!got) ev.wait();
 }
 
-export default function pingpong(k: KernelApi): void {
+/** Where ping publishes its port, relative to its home. */
+const PORT_NODE = 'data/evtchn-port';
+
+export default async function pingpong(k: KernelApi): Promise<void> {
   const xen = new Xen(k);
   const a = args(xen.cmdline);
   const peer = Number(a.get('peer'));
   const rounds = Number(a.get('rounds') ?? 2000);
   const spinNs = BigInt(Math.round(Number(a.get('spin') ?? 0) * 1000));
   const ev = new EventChannels(xen);
+  const xs = new GuestXenbus(ev);
   if (a.get('role') === 'ping') {
     const port = ev.allocUnbound(peer);
+    const me = Number(await xs.wait(xs.client.read('domid')));
+    await xs.wait(xs.client.write(PORT_NODE, String(port)));
+    await xs.wait(xs.client.setPerms(PORT_NODE, [{ domid: me, access: 'n' }, { domid: peer, access: 'r' }]));
     while (ev.status(port).status !== EVTCHNSTAT_interdomain) sleep(ev, 1_000_000n);
     // pong says it is ready; only then do we send (an event sent earlier could
     // coalesce with the one bind_interdomain raised at pong and be lost).
@@ -59,15 +67,17 @@ export default function pingpong(k: KernelApi): void {
     const warm = rtt.slice(0, rtt.length);
     xen.print(`BENCH ${JSON.stringify({ name: 'evtchn-pingpong', rounds, spinUs: Number(spinNs) / 1000, medianUs: warm[Math.floor(warm.length / 2)], p90Us: warm[Math.floor(warm.length * 0.9)] })}\n`);
   } else {
-    let port = -1;
-    while (port < 0) {
+    // Until ping has published (and opened to us) its port: ENOENT, or EACCES meanwhile.
+    let remote = -1;
+    while (remote < 0) {
       try {
-        port = ev.bindInterdomain(peer, 1);
+        remote = Number(await xs.wait(xs.client.read(`/local/domain/${peer}/${PORT_NODE}`)));
       } catch (e) {
-        if (!(e instanceof XenError) || e.rc !== -EINVAL) throw e;
+        if (!(e instanceof XenbusError) || (e.errno !== 'ENOENT' && e.errno !== 'EACCES')) throw e;
         sleep(ev, 1_000_000n);
       }
     }
+    const port = ev.bindInterdomain(peer, remote);
     ev.dispatch(); // the pending event bind_interdomain raised
     ev.send(port); // ready
     for (let i = 0; i < rounds; i++) {

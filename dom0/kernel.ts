@@ -54,10 +54,6 @@ export function parseDom0Cmdline(s: string): Dom0Cmdline {
   return { guests, keep: kv.get('keep') === '1' };
 }
 
-/** How long Dom0 sleeps without an event: short while host tools are connected (their I/O waits for it). */
-const IDLE_MS = 20;
-const IDLE_MS_HOST_TOOLS = 2;
-
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 export default async function dom0(k: KernelApi): Promise<void> {
@@ -92,6 +88,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   // Listening on the socket waits for the host: without our pCPU. Its
   // start-up line is printed by the loop (console_io needs the pCPU).
   const xs = await host.wait(XenstoredService.start({ ctrl, ev, post: loop.post, print: (l) => loop.post(() => say(l)) }));
+  loop.watchHostClients(() => xs.socketClients);
   loop.runPosted();
   await writeDom0Entries(xs.xb);
   const consoled = await Xenconsoled.start({ ctrl, ev, xb: xs.xb, stdout: (l) => out(l + '\n'), print: say });
@@ -140,7 +137,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
     const idle = ours.size === 0 && consoled.domains.length === 0 && xs.domains.length === 0;
     if (idle && !cmd.keep) break;
     if (loop.hasPosted || domExc) continue;
-    loop.idle(xs.socketClients > 0 ? IDLE_MS_HOST_TOOLS : IDLE_MS);
+    loop.idle();
   }
   say('all guests have shut down; powering off');
   consoled.close();

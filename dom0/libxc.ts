@@ -20,7 +20,7 @@ import { check, Xen, XenError } from '../shared/guest/xen.ts';
 import {
   XENMAPSPACE_gmfn_foreign, XENMEM_add_to_physmap_batch, XEN_DOMCTL_createdomain, XEN_DOMCTL_destroydomain,
   XEN_DOMCTL_getdomaininfo, XEN_DOMCTL_max_mem, XEN_DOMCTL_max_vcpus, XEN_DOMCTL_pausedomain,
-  XEN_DOMCTL_setvcpucontext, XEN_DOMCTL_unpausedomain, XEN_SYSCTL_getdomaininfolist, XEN_SYSCTL_physinfo,
+  XEN_DOMCTL_getvcpuinfo, XEN_DOMCTL_setvcpucontext, XEN_DOMCTL_unpausedomain, XEN_SYSCTL_getdomaininfolist, XEN_SYSCTL_physinfo,
   XEN_SYSCTL_readconsole, XEN_SYSCTL_sched_id, __HYPERVISOR_domctl, __HYPERVISOR_memory_op, __HYPERVISOR_sysctl,
   __HYPERVISOR_event_channel_op,
 } from '../shared/hypercall.ts';
@@ -77,6 +77,17 @@ export interface VcpuAffinity {
  * and munmap): the frame keeps a reference, so it stays allocated, and its
  * owner stays in the domain table as a zombie, until it is unmapped.
  */
+/** One vCPU as XEN_DOMCTL_getvcpuinfo reports it (xc_vcpu_getinfo). */
+export interface VcpuInfoRaw {
+  readonly vcpu: number;
+  readonly online: boolean;
+  readonly blocked: boolean;
+  readonly running: boolean;
+  readonly cpuTimeNs: bigint;
+  /** The pCPU it runs or last ran on. */
+  readonly cpu: number;
+}
+
 export interface ForeignMapping {
   readonly domid: number;
   /** The frame's gfn in the foreign domain. */
@@ -233,6 +244,19 @@ export class XenCtrl {
     return { hard: hard ? cpus(0) : [], soft: soft ? cpus(bytes) : [] };
   }
 
+  /** XEN_DOMCTL_getvcpuinfo (xc_vcpu_getinfo): struct xen_domctl_getvcpuinfo { vcpu u32; online, blocked, running u8; cpu_time u64 @8; cpu u32 @16 }. */
+  getVcpuInfo(domid: number, vcpu: number): VcpuInfoRaw {
+    const op = this.domctl('getvcpuinfo', XEN_DOMCTL_getvcpuinfo, domid, (u) => {
+      new DataView(u.buffer, u.byteOffset, 24).setUint32(0, vcpu, true);
+    });
+    const b = op.raw();
+    const dv = new DataView(b.buffer, b.byteOffset + DOMCTL_U, 24);
+    return {
+      vcpu, online: dv.getUint8(4) !== 0, blocked: dv.getUint8(5) !== 0, running: dv.getUint8(6) !== 0,
+      cpuTimeNs: dv.getBigUint64(8, true), cpu: dv.getUint32(16, true),
+    };
+  }
+
   /** getdomaininfo of exactly this domain, or null if it does not exist. */
   domainInfo(domid: number): DomainInfo | null {
     const { rc, op } = this.domctlRaw(XEN_DOMCTL_getdomaininfo, domid);
@@ -279,10 +303,10 @@ export class XenCtrl {
    * readconsole, incremental from `index` (pass back the returned index to read
    * only new output).
    */
-  readConsole(index: number, incremental = true, max = Xen.MAX_ARRAY_BYTES): { text: string; index: number } {
+  readConsole(index: number, incremental = true, max = Xen.MAX_ARRAY_BYTES, clear = false): { text: string; index: number } {
     const buf = this.xen.putArray(new Uint8Array(0));
     const { rc, op } = this.sysctlRaw(XEN_SYSCTL_readconsole, (u) => {
-      new StructView(XEN_SYSCTL_READCONSOLE, u).set('incremental', incremental ? 1 : 0).set('index', index).set('buffer', buf).set('count', max);
+      new StructView(XEN_SYSCTL_READCONSOLE, u).set('clear', clear ? 1 : 0).set('incremental', incremental ? 1 : 0).set('index', index).set('buffer', buf).set('count', max);
     });
     check('sysctl(readconsole)', rc);
     const r = this.sub(op, XEN_SYSCTL_READCONSOLE, SYSCTL_U);

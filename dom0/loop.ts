@@ -23,8 +23,13 @@ import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { VIRQ_TIMER } from '../shared/abi/event-channel.ts';
 import type { EventChannels } from '../shared/guest/evtchn.ts';
 
+/** How long Dom0 sleeps without an event: short while host tools are connected (their I/O waits for it). */
+export const IDLE_MS = 20;
+export const IDLE_MS_HOST_TOOLS = 2;
+
 export class Dom0Loop {
   private posted: Array<() => void> = [];
+  private readonly hostClients: Array<() => number> = [];
   readonly timerPort: number;
 
   /** Binds VIRQ_TIMER on `ev` (the deadline of `idle`). */
@@ -40,6 +45,19 @@ export class Dom0Loop {
   readonly post = (work: () => void): void => {
     this.posted.push(work);
   };
+
+  /**
+   * Count `clients` (a socket server's connected host tools) in deciding how
+   * long to sleep: while any is connected, `idle` sleeps IDLE_MS_HOST_TOOLS.
+   */
+  watchHostClients(clients: () => number): void {
+    this.hostClients.push(clients);
+  }
+
+  /** The sleep `idle` uses by default: IDLE_MS, or IDLE_MS_HOST_TOOLS while host tools are connected. */
+  idleMs(): number {
+    return this.hostClients.some((c) => c() > 0) ? IDLE_MS_HOST_TOOLS : IDLE_MS;
+  }
 
   /** Work is waiting. */
   get hasPosted(): boolean { return this.posted.length > 0; }
@@ -69,7 +87,7 @@ export class Dom0Loop {
    * given back meanwhile), then dispatch events. Returns at once if work is
    * posted or an event is already waiting.
    */
-  idle(ms: number): void {
+  idle(ms: number = this.idleMs()): void {
     if (this.posted.length === 0) {
       this.ev.setTimer(this.ev.systemTime() + BigInt(Math.max(1, Math.round(ms * 1e6))));
       this.ev.xen.block();

@@ -359,6 +359,10 @@ export function relinquishResources(hv: HvState, slot: number): void {
     heapUnlock(hv);
     domUnlock(hv, slot);
   }
+  // Xen's domain_kill raises VIRQ_DOM_EXC on reaching DOMDYING_dead, whether
+  // or not mappings keep the domain alive: Dom0's daemons learn that it is
+  // dying and let go of what they map (then the slot is freed, below or later).
+  sendDom0Virq(hv, VIRQ_DOM_EXC);
   finishIfDead(hv, slot);
   domainEvent(hv);
 }

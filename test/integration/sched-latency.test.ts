@@ -10,15 +10,18 @@ import { describe, expect, it } from 'vitest';
 import { runSchedHost } from '../bench/sched-host.ts';
 import type { SchedGuestSpec } from '../fixtures/dom0/sched-dom0.ts';
 
-const ROUNDS = 200;
+const ROUNDS = 150;
+/** Wake-ups 1 to 2 ms apart: past credit's 1 ms rate limit, so a waker preempts at once. */
+const PERIOD_US = 2000;
 
 async function latency(hog: boolean) {
   const guests: SchedGuestSpec[] = [{
     name: 'lat', kernel: 'test/fixtures/guests/sched-latency.ts', memoryMiB: 1, vcpus: 2, cpus: [0], moreCpus: [[1]],
-    cmdline: `rounds=${ROUNDS} periodUs=3000`,
+    cmdline: `rounds=${ROUNDS} periodUs=${PERIOD_US}`,
   }];
   if (hog) guests.push({ name: 'hog', kernel: 'test/fixtures/guests/cpu-hog.ts', memoryMiB: 1, cpus: [1] });
-  const run = await runSchedHost({ dom0Cpus: [0], leadMs: 200, windowMs: ROUNDS * 3 + 1500, guests }, { pcpus: 2, sched: 'credit' });
+  // The CPU-bound guest runs for the whole window: make it last well past the latency rounds, even on a loaded machine.
+  const run = await runSchedHost({ dom0Cpus: [0], leadMs: 200, windowMs: 3000, guests }, { pcpus: 2, sched: 'credit' });
   const l = run.lines.find((x) => x.name === 'SCHEDLAT');
   expect(l, run.log).toBeDefined();
   expect(run.log).not.toMatch(/crashed/);

@@ -5,7 +5,7 @@
  * the guest's own memory accessors as a guest kernel would.
  *
  * Layout: raw arguments go at ARG (gfn 200, see ../hypercall/helpers.ts); the
- * guest library (EventChannels) marshals at its scratch page (gfn 2) and maps
+ * guest library (EventChannels) marshals at its scratch page (gfn 4) and maps
  * shared_info at gfn 256 (just above a 1 MiB guest's RAM) unless told otherwise.
  */
 import { expect } from 'vitest';

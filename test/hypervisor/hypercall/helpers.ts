@@ -4,7 +4,7 @@
  * snapshot of everything a failing hypercall must leave untouched.
  *
  * Layout the tests rely on (the builder's, shared/guest/image.ts): every PV
- * domain here has 256 pages of RAM at gfns 0..255 (1 MiB); gfn 2 is the Xen
+ * domain here has 256 pages of RAM at gfns 0..255 (1 MiB); gfn 4 is the Xen
  * library's scratch page; the tests marshal their own arguments at ARG_GFN and
  * above, which no library code touches.
  */

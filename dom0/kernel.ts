@@ -6,9 +6,12 @@
  *    ($XENSTORED_PATH, printed at start);
  *  - xenconsoled (xenconsoled/daemon.ts): every guest's console ring, logged
  *    to `guest-<name>.log` and streamed to the host's stdout as `<name> | ...`;
- *  - the toolstack (toolstack/domain.ts): it creates the guests named on its
- *    command line as libxl does (build, XenStore entries, INTRODUCE, unpause),
- *    and destroys each one that shuts down;
+ *  - the toolstack (toolstack/control.ts over toolstack/domain.ts): it
+ *    creates the guests named on its command line as libxl does (build,
+ *    XenStore entries, INTRODUCE, unpause) and applies each managed guest's
+ *    on_poweroff / on_reboot / on_crash action when it shuts down;
+ *  - the control socket for `xl` (xl/server.ts, $XENTS_CONTROL_PATH): the
+ *    toolstack's ControlHandlers, run as work posted to the loop;
  * and streams the hypervisor console (every domain's console_io output and
  * Xen's own lines) to stdout, prefixed by the name of its source. It learns of
  * shutdowns and deaths from VIRQ_DOM_EXC, and powers the host off when no
@@ -19,7 +22,9 @@
  * hypervisor console, then sleeps in SCHEDOP_block until the next event or a
  * short deadline.
  *
- * Command line: `guests=<base64 JSON of PvBuildConfig[]> keep=0|1`.
+ * Command line: `guests=<base64 JSON of PvBuildConfig[]> keep=0|1
+ * [shutdown_timeout=<seconds>]` (how long a guest asked to shut down by xl
+ * has before it is destroyed; default 30).
  */
 import { writeSync } from 'node:fs';
 import type { KernelApi } from '../shared/guest/api.ts';
@@ -30,18 +35,24 @@ import { SHUTDOWN_poweroff } from '../shared/hypercall.ts';
 import type { PvBuildConfig } from './builder.ts';
 import { XenCtrl } from './libxc.ts';
 import { Dom0Loop } from './loop.ts';
-import { consoleLinePrefix, shutdownReasonName } from './names.ts';
-import { createPvGuest, destroyPvGuest, writeDom0Entries } from './toolstack/domain.ts';
+import { consoleLinePrefix } from './names.ts';
+import { Dom0Toolstack } from './toolstack/control.ts';
+import { writeDom0Entries } from './toolstack/domain.ts';
+import { postedHandlers } from './xl/handlers.ts';
+import { ControlServer } from './xl/server.ts';
 import { Xenconsoled } from './xenconsoled/daemon.ts';
 import { XenstoredService } from './xenstored/service.ts';
 
 export interface Dom0Cmdline {
   readonly guests: readonly PvBuildConfig[];
   readonly keep: boolean;
+  /** Seconds a guest asked to shut down has before it is destroyed; default 30. */
+  readonly shutdownTimeoutS?: number;
 }
 
 export function encodeDom0Cmdline(c: Dom0Cmdline): string {
-  return `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} keep=${c.keep ? 1 : 0}`;
+  const t = c.shutdownTimeoutS !== undefined ? ` shutdown_timeout=${c.shutdownTimeoutS}` : '';
+  return `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} keep=${c.keep ? 1 : 0}${t}`;
 }
 
 export function parseDom0Cmdline(s: string): Dom0Cmdline {
@@ -51,7 +62,8 @@ export function parseDom0Cmdline(s: string): Dom0Cmdline {
   }));
   const g = kv.get('guests');
   const guests = g ? (JSON.parse(Buffer.from(g, 'base64').toString('utf8')) as PvBuildConfig[]) : [];
-  return { guests, keep: kv.get('keep') === '1' };
+  const t = Number(kv.get('shutdown_timeout'));
+  return { guests, keep: kv.get('keep') === '1', ...(kv.has('shutdown_timeout') && Number.isFinite(t) && t >= 0 ? { shutdownTimeoutS: t } : {}) };
 }
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
@@ -93,53 +105,61 @@ export default async function dom0(k: KernelApi): Promise<void> {
   await writeDom0Entries(xs.xb);
   const consoled = await Xenconsoled.start({ ctrl, ev, xb: xs.xb, stdout: (l) => out(l + '\n'), print: say });
 
-  const ours = new Set<number>();
+  const toolstack = new Dom0Toolstack({
+    ctrl, xb: xs.xb, consoled, names, say,
+    // Between destroydomain retries: offer the pCPU (SCHEDOP_yield), then wait
+    // holding it. Not host.sleep: xl's handlers run alongside the loop, which
+    // must not make hypercalls while the pCPU is given away.
+    sleep: async (ms) => { xen.yield(); await new Promise((r) => setTimeout(r, ms)); },
+    ...(cmd.shutdownTimeoutS !== undefined ? { shutdownTimeoutMs: cmd.shutdownTimeoutS * 1000 } : {}),
+  });
   for (const g of cmd.guests) {
     try {
-      const guest = await createPvGuest(ctrl, xs.xb, g);
-      names.set(guest.domid, g.name);
-      ours.add(guest.domid);
-      ctrl.unpauseDomain(guest.domid);
-      say(`created ${g.name} as domain ${guest.domid} (${g.memoryMiB} MiB, kernel ${g.kernel})`);
+      await toolstack.createGuest(g, null, false);
     } catch (e) {
       say(`cannot create ${g.name}: ${errText(e)}`);
     }
   }
 
-  /** VIRQ_DOM_EXC: the daemons let go of dying domains; the toolstack destroys ours that shut down. */
+  // xl's control socket. Listening waits for the host (without our pCPU); a
+  // host already listening there leaves this one without xl.
+  let control: ControlServer | undefined;
+  try {
+    control = await host.wait(ControlServer.listen(postedHandlers(toolstack, loop.post)));
+    const path = control.path;
+    loop.post(() => say(`xl: control socket listening on ${path}`));
+    const c = control;
+    loop.watchHostClients(() => c.connections);
+  } catch (e) {
+    loop.post(() => say(`xl: no control socket: ${errText(e)}`));
+  }
+
+  /** VIRQ_DOM_EXC: the daemons let go of dying domains; the toolstack acts on ours that shut down. */
   const domainExceptions = async (): Promise<void> => {
     domExc = false;
     const infos = ctrl.listDomains(1);
     consoled.pump(); // what a guest wrote just before shutting down
     consoled.checkDomains(infos);
     xs.checkDomains(infos);
-    for (const d of infos) {
-      if (!ours.has(d.domid) || !d.shutdown || d.dying) continue;
-      say(`domain ${d.domid} (${names.get(d.domid) ?? '?'}) has shut down, reason ${shutdownReasonName(d.shutdownReason)}; destroying`);
-      try {
-        await destroyPvGuest(ctrl, xs.xb, d.domid, () => host.sleep(1));
-      } catch (e) {
-        say(`cannot destroy domain ${d.domid}: ${errText(e)}`);
-      }
-      ours.delete(d.domid);
-      domExc = true; // it is dying now: look again next turn
-    }
+    if (await toolstack.domainExceptions(infos)) domExc = true; // dying now: look again next turn
   };
 
   for (;;) {
     ev.dispatch();
     loop.runPosted();
     if (domExc) await domainExceptions();
+    if (toolstack.shutdownsPending && (await toolstack.checkShutdownTimeouts())) domExc = true;
     await consoled.scan();
     consoled.pump();
     drainConsole();
     await loop.settle();
-    const idle = ours.size === 0 && consoled.domains.length === 0 && xs.domains.length === 0;
+    const idle = toolstack.size === 0 && consoled.domains.length === 0 && xs.domains.length === 0;
     if (idle && !cmd.keep) break;
     if (loop.hasPosted || domExc) continue;
     loop.idle();
   }
   say('all guests have shut down; powering off');
+  if (control) await host.wait(control.close());
   consoled.close();
   await host.wait(xs.close());
   drainConsole();

@@ -301,8 +301,8 @@ pinned vCPUs.
 
 **Wake-up latency.** A two-vCPU guest (\`test/fixtures/guests/sched-latency.ts\`):
 vCPU 0 sends an event-channel IPI to vCPU 1, which waits in SCHEDOP_block on
-its own pCPU, ${LAT_ROUNDS} times; latency is from the send to vCPU 1 running
-guest code again. Baselines, same run, two plain workers: a raw cross-thread
+its own pCPU, ${LAT_ROUNDS} times (the first 10 not counted: vCPU 1 is starting);
+latency is from the send to vCPU 1 running guest code again. Baselines, same run, two plain workers: a raw cross-thread
 wake-up after a pause like the guest's (one sleeps in Atomics.wait, the other
 notifies it every 0.5 to 1 ms), **${rawPause.medianUs.toFixed(1)} µs** median (p90
 ${rawPause.p90Us.toFixed(1)} µs); and half a back-to-back Atomics.wait/notify

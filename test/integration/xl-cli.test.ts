@@ -1,0 +1,184 @@
+/**
+ * `xl` against a running host: the platform boots Dom0 alone (keep=1), and
+ * the real CLI (node dom0/xl/bin.mjs, a child process) talks to it over the
+ * control socket: create a guest from an xl.cfg, list it, shut it down and
+ * wait, create it again, reboot it (on_reboot = restart), destroy it; after
+ * each, nothing of the guest is left (domain, xenstore nodes, Dom0's event
+ * channels and maptrack, frames, threads). Errors name the domain.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Platform } from '../../hypervisor/platform/platform.ts';
+import { hostConfig } from '../../hypervisor/config.ts';
+import { conringRead } from '../../hypervisor/console.ts';
+import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
+import { D, DOMSTATE_FREE, G, type HvState } from '../../hypervisor/state.ts';
+import { frameInvariantViolations } from '../helpers/machine.ts';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const dir = mkdtempSync(join(tmpdir(), 'xents-xl-test-'));
+const ENV_KEYS = ['XENSTORED_PATH', 'XENTS_CONTROL_PATH', 'XENTS_LOG_DIR'] as const;
+const saved = Object.fromEntries(ENV_KEYS.map((k) => [k, process.env[k]]));
+afterAll(() => {
+  for (const [k, v] of Object.entries(saved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run { code: number; stdout: string; stderr: string }
+
+/** The real CLI, in a child process (asynchronously: the platform runs on this thread). */
+function xl(...args: string[]): Promise<Run> {
+  return new Promise((done) => {
+    execFile(process.execPath, [join(ROOT, 'dom0/xl/bin.mjs'), ...args], { cwd: ROOT, env: process.env, timeout: 60_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      done({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Domains in the table, by domid. */
+function liveDomids(hv: HvState): number[] {
+  const out: number[] = [];
+  for (let s = 0; s < hv.cfg.maxDomains; s++) {
+    if (Atomics.load(hv.dom, hv.d(s, D.state)) !== DOMSTATE_FREE) out.push(hv.dom[hv.d(s, D.domid)]);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+describe('xl against the running host', () => {
+  it('creates, lists, shuts down, reboots and destroys a guest; nothing of it is left', async () => {
+    process.env.XENSTORED_PATH = join(dir, 'xenstored.sock');
+    process.env.XENTS_CONTROL_PATH = join(dir, 'control.sock');
+    process.env.XENTS_LOG_DIR = dir;
+    const platform = new Platform(hostConfig({ memMiB: 64, pcpus: 2, maxDomains: 16, p2mEntries: 8192 }));
+    const hv = platform.hv;
+    let index = 0;
+    let log = '';
+    const drain = (): void => {
+      const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
+      index = r.index;
+      log += new TextDecoder().decode(r.data);
+    };
+    const timer = setInterval(drain, 5);
+    platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests: [], keep: true, shutdownTimeoutS: 20 }) });
+    try {
+      await until('the control socket', () => existsSync(process.env.XENTS_CONTROL_PATH!) && log.includes('xl: control socket listening on'));
+      const dom0Slot = hv.domidMap[0];
+      const baseline = {
+        evtchn: hv.dom[hv.d(dom0Slot, D.evtchn_in_use)],
+        maptrack: hv.dom[hv.d(dom0Slot, D.maptrack_in_use)],
+        free: Atomics.load(hv.g, G.FREE_PAGES),
+        dom0Pages: hv.dom[hv.d(dom0Slot, D.tot_pages)],
+      };
+      /** xenstore-list of a path through xl (the in-process privileged connection): its children, one a line. */
+      const xsList = async (path: string): Promise<string[]> => {
+        const r = await xl('xenstore-list', path);
+        expect(r.code, r.stderr).toBe(0);
+        return r.stdout.split('\n').filter(Boolean).sort();
+      };
+      const guestDomids: number[] = [];
+      const nothingLeft = async (what: string): Promise<void> => {
+        await until(`${what}: only Dom0 left`, () => liveDomids(hv).length === 1);
+        expect(liveDomids(hv)).toEqual([0]);
+        await until(`${what}: Dom0's event channels back to the baseline`, () => hv.dom[hv.d(dom0Slot, D.evtchn_in_use)] === baseline.evtchn);
+        expect(hv.dom[hv.d(dom0Slot, D.maptrack_in_use)]).toBe(baseline.maptrack);
+        expect(frameInvariantViolations(hv)).toEqual([]);
+        expect(hv.dom[hv.d(dom0Slot, D.tot_pages)]).toBe(baseline.dom0Pages);
+        expect(Atomics.load(hv.g, G.FREE_PAGES)).toBe(baseline.free);
+        await until(`${what}: only Dom0's thread`, () => platform.liveThreads === 1);
+        const list = await xl('list');
+        expect(list.code).toBe(0);
+        expect(list.stdout).not.toContain('waiter');
+        // No xenstore node of any guest: only Dom0's home, no console back end, no /vm, no /libxl.
+        expect(await xsList('/local/domain')).toEqual(['0']);
+        for (const id of guestDomids) {
+          const r = await xl('xenstore-read', `/local/domain/${id}/name`);
+          expect(r.code).not.toBe(0);
+        }
+        expect(await xsList('/vm')).toEqual([]);
+        expect(await xsList('/libxl')).toEqual([]);
+        const back = await xl('xenstore-list', '/local/domain/0/backend/console');
+        expect(back.code === 0 ? back.stdout.trim() : '').toBe('');
+      };
+
+      // xl info and dmesg reach the hypervisor.
+      const info = await xl('info');
+      expect(info.code, info.stderr).toBe(0);
+      expect(info.stdout).toMatch(/xen_scheduler\s*:\s*\w+/);
+      expect(info.stdout).toMatch(/nr_cpus\s*:\s*2/);
+      const dmesg = await xl('dmesg');
+      expect(dmesg.code, dmesg.stderr).toBe(0);
+      expect(dmesg.stdout).toContain('dom0: up on Xen');
+
+      // Create; list shows it; its xenstore home exists.
+      const created = await xl('create', 'test/fixtures/configs/until-shutdown.cfg');
+      expect(created.code, created.stderr).toBe(0);
+      await until('the guest to be up', () => log.includes('created waiter as domain'));
+      const domid = Number(/created waiter as domain (\d+)/.exec(log)![1]);
+      guestDomids.push(domid);
+      expect(await xsList('/local/domain')).toEqual(['0', String(domid)]);
+      const home = await xl('xenstore-read', `/local/domain/${domid}/name`);
+      expect(home.stdout.trim()).toBe('waiter');
+      const guestLog = join(dir, 'console', 'guest-waiter.log');
+      await until('the guest\'s console', () => existsSync(guestLog) && readFileSync(guestLog, 'utf8').includes('waiter: up'));
+      const list = await xl('list');
+      expect(list.code, list.stderr).toBe(0);
+      expect(list.stdout).toMatch(new RegExp(`^waiter\\s+${domid}\\s`, 'm'));
+      expect(list.stdout).toMatch(/^Domain-0\s+0\s/m);
+      const vcpus = await xl('vcpu-list', 'waiter');
+      expect(vcpus.code, vcpus.stderr).toBe(0);
+      expect(vcpus.stdout).toMatch(new RegExp(`^waiter\\s+${domid}\\s+0\\s`, 'm'));
+
+      // shutdown -w: control/shutdown = poweroff; the guest powers off; on_poweroff = destroy.
+      const shut = await xl('shutdown', '-w', 'waiter');
+      expect(shut.code, shut.stderr).toBe(0);
+      await until('the guest\'s goodbye', () => readFileSync(guestLog, 'utf8').includes('waiter: poweroff'));
+      expect(log).toContain(`domain ${domid} (waiter) has shut down, reason poweroff; destroying`);
+      await nothingLeft('after shutdown');
+
+      // Again, then reboot: on_reboot = restart gives a new domain of the same name.
+      expect((await xl('create', 'test/fixtures/configs/until-shutdown.cfg')).code).toBe(0);
+      await until('the second guest', () => (log.match(/created waiter as domain/g) ?? []).length === 2);
+      const second = Number([...log.matchAll(/created waiter as domain (\d+)/g)][1][1]);
+      expect(second).not.toBe(domid);
+      guestDomids.push(second);
+      await until('the second guest\'s console', () => (readFileSync(guestLog, 'utf8').match(/waiter: up/g) ?? []).length >= 2);
+      const reboot = await xl('reboot', 'waiter');
+      expect(reboot.code, reboot.stderr).toBe(0);
+      await until('the restart', () => (log.match(/created waiter as domain/g) ?? []).length === 3);
+      expect(log).toContain(`domain ${second} (waiter) has shut down, reason reboot; restarting`);
+      const third = Number([...log.matchAll(/created waiter as domain (\d+)/g)][2][1]);
+      guestDomids.push(third);
+      await until('the restarted guest to list', async () => (await xl('list', 'waiter')).stdout.includes(`${third}`));
+
+      // destroy.
+      const destroyed = await xl('destroy', 'waiter');
+      expect(destroyed.code, destroyed.stderr).toBe(0);
+      await nothingLeft('after destroy');
+
+      // Errors name the domain.
+      const bad = await xl('destroy', 'nosuch');
+      expect(bad.code).not.toBe(0);
+      expect(bad.stderr).toContain('nosuch');
+    } finally {
+      clearInterval(timer);
+      await platform.stop();
+    }
+    expect(platform.liveThreads).toBe(0);
+    expect(existsSync(process.env.XENTS_CONTROL_PATH!)).toBe(false);
+  }, 120_000);
+});

@@ -21,8 +21,6 @@ export interface HostConfig {
   /** Hypervisor console ring, bytes (power of two; Xen's default 16 KiB). */
   readonly conringSize: number;
   readonly sched: SchedName;
-  /** Scheduler time slice for the simple scheduler, ms (credit's 30 ms). */
-  readonly timesliceMs: number;
 }
 
 export const DEFAULT_HOST_CONFIG: HostConfig = Object.freeze({
@@ -33,7 +31,6 @@ export const DEFAULT_HOST_CONFIG: HostConfig = Object.freeze({
   p2mEntries: 1 << 16,
   conringSize: 16384,
   sched: 'credit',
-  timesliceMs: 30,
 });
 
 export function hostConfig(over: Partial<HostConfig> = {}): HostConfig {

@@ -15,7 +15,7 @@ import type { HostConfig } from './config.ts';
 export const G = {
   DOMLIST_LOCK: 0,
   HEAP_LOCK: 1,
-  SCHED_LOCK: 2,
+  /** 2: unused (was sched_lock; the scheduler is lock-free). */
   CONRING_LOCK: 3,
   NR_FRAMES: 4,
   /** Frames in the buddy allocator (heap_lock). */
@@ -28,10 +28,6 @@ export const G = {
   HALT: 8,
   /** Futex word the timer thread sleeps on. */
   TIMER_WAKE: 9,
-  /** Bumped whenever a pCPU is released; waiters sleep on it. */
-  PCPU_GEN: 10,
-  /** vCPUs waiting for a pCPU. */
-  PCPU_WAITERS: 11,
   NR_PCPUS: 12,
   /** Console ring consumer for `clear` reads (conring_lock). */
   CONRING_CONS: 13,
@@ -181,7 +177,7 @@ export const VCPU_REC = defineLayout({ name: 'vcpu record', header: 'hypervisor/
 });
 /** 64-bit per-vCPU times (BigInt64, ns): state_entry_time, time[4], slice start. */
 export const VT = {
-  STATE_ENTRY: 0, TIME0: 1, SLICE_START: 5,
+  STATE_ENTRY: 0, TIME0: 1,
   /** Singleshot timer deadline (system time ns, 0 = none). */
   SINGLESHOT: 6,
   /** Periodic timer period and next deadline (0 = none). */

@@ -13,8 +13,9 @@
  *                         channels, grant table); two domains: lower table
  *                         slot first
  *   3. heap_lock          buddy allocator and frame ownership
- *   4. sched_lock         pCPU hand-out and run queues
- *   5. conring_lock       hypervisor console ring
+ *   4. conring_lock       hypervisor console ring
+ * The scheduler takes no lock: vCPU threads post requests to a lock-free ring
+ * and claim pCPUs by compare-and-swap (hypervisor/sched/core.ts).
  * A lock is never held across guest code or a blocking wait.
  */
 

@@ -134,8 +134,10 @@ export class Dom0Toolstack implements ControlHandlers {
     this.now = o.now ?? Date.now;
   }
 
-  /** Domains the toolstack manages now (the host stays up while there are any). */
-  get size(): number { return this.managed.size; }
+  private creating = 0;
+
+  /** Domains the toolstack manages now, and those being created (the host stays up while there are any). */
+  get size(): number { return this.managed.size + this.creating; }
 
   /** Is `domid` ours? */
   has(domid: number): boolean { return this.managed.has(domid); }
@@ -146,7 +148,13 @@ export class Dom0Toolstack implements ControlHandlers {
    */
   async createGuest(build: PvBuildConfig, config: DomainConfig | null, paused: boolean): Promise<number> {
     const { ctrl, xb } = this.o;
-    const g = await createPvGuest(ctrl, xb, build);
+    this.creating++;
+    let g;
+    try {
+      g = await createPvGuest(ctrl, xb, build);
+    } finally {
+      this.creating--;
+    }
     const m: Managed = {
       domid: g.domid, name: build.name, build: { ...build, uuid: g.uuid }, config, actions: config ?? DEFAULT_ACTIONS,
       startTime: Date.now() / 1000, handled: false, destroying: false,
@@ -159,6 +167,8 @@ export class Dom0Toolstack implements ControlHandlers {
         const cur = ctrl.schedGetParams(g.domid, id);
         ctrl.schedSetParams(g.domid, id, { weight: config.cpuWeight ?? cur.weight, cap: config.cap ?? cur.cap });
       }
+      // Serve its console before it runs (xenconsoled scans on @introduceDomain).
+      await this.o.consoled.scan?.();
       if (!paused) ctrl.unpauseDomain(g.domid);
     } catch (e) {
       await this.destroyManaged(m).catch(() => undefined);
@@ -302,6 +312,7 @@ export class Dom0Toolstack implements ControlHandlers {
   }
 
   private async askShutdown(domid: number, what: 'poweroff' | 'reboot'): Promise<void> {
+    if (domid === 0) throw new ControlError('EPERM', `Domain-0 cannot be asked to ${what} (stop the host instead)`, { domid });
     const path = `${domainPath(domid)}/control/shutdown`;
     try {
       await this.o.xb.write(path, what);

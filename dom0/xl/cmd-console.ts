@@ -10,11 +10,25 @@ import { val } from './getopt.ts';
 /** xenconsole's escape character: Ctrl-]. */
 export const CONSOLE_ESCAPE = 0x1d;
 
-export async function attachConsole(ctx: Ctx, domain: string): Promise<number> {
+/**
+ * Attach to `domain`'s console until it ends. `started`, if given, runs once
+ * the console request is on its way (xl create -c unpauses the new domain
+ * there, so that its first output is not missed).
+ */
+export async function attachConsole(ctx: Ctx, domain: string, started?: () => Promise<void>): Promise<number> {
   const c = await ctx.client();
   const stdin = ctx.io.stdin;
   const raw = stdin.isTTY === true && typeof stdin.setRawMode === 'function';
   const s = c.stream('console', { domain }, (bytes) => ctx.io.out(bytes));
+  if (started) {
+    try {
+      await started();
+    } catch (e) {
+      s.cancel();
+      await s.done.catch(() => undefined);
+      throw e;
+    }
+  }
   const onData = (buf: Buffer): void => {
     const i = buf.indexOf(CONSOLE_ESCAPE);
     if (i < 0) { s.input(buf); return; }

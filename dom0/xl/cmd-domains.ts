@@ -52,8 +52,12 @@ const create: XlCommand = {
       return 0;
     }
     const c = await ctx.client();
-    const r = await c.call('create', { config: cfg, paused: has(p, 'p') });
-    if (has(p, 'c')) return attachConsole(ctx, String(r.domid));
+    // With -c, as xl: the console is attached before the domain is unpaused.
+    const r = await c.call('create', { config: cfg, paused: has(p, 'p') || has(p, 'c') });
+    if (has(p, 'c')) {
+      const domain = String(r.domid);
+      return attachConsole(ctx, domain, has(p, 'p') ? undefined : async () => { await c.call('unpause', { domain }); });
+    }
     return 0;
   },
 };

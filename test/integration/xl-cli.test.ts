@@ -1,12 +1,12 @@
 /**
  * `xl` against a running host: the platform boots Dom0 alone (keep=1), and
  * the real CLI (node dom0/xl/bin.mjs, a child process) talks to it over the
- * control socket: create a guest from an xl.cfg, list it, shut it down and
- * wait, create it again, reboot it (on_reboot = restart), destroy it; after
+ * control socket: info and dmesg, create a guest from an xl.cfg, list it,
+ * type at its console (it echoes), shut it down and wait, create it again, reboot it (on_reboot = restart), destroy it; after
  * each, nothing of the guest is left (domain, xenstore nodes, Dom0's event
  * channels and maptrack, frames, threads). Errors name the domain.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -74,6 +74,7 @@ describe('xl against the running host', () => {
       log += new TextDecoder().decode(r.data);
     };
     const timer = setInterval(drain, 5);
+    let con: ReturnType<typeof spawn> | undefined;
     platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests: [], keep: true, shutdownTimeoutS: 20 }) });
     try {
       await until('the control socket', () => existsSync(process.env.XENTS_CONTROL_PATH!) && log.includes('xl: control socket listening on'));
@@ -143,10 +144,26 @@ describe('xl against the running host', () => {
       expect(vcpus.code, vcpus.stderr).toBe(0);
       expect(vcpus.stdout).toMatch(new RegExp(`^waiter\\s+${domid}\\s+0\\s`, 'm'));
 
+      // xl console: keystrokes reach the guest (it echoes them), its output reaches us.
+      con = spawn(process.execPath, [join(ROOT, 'dom0/xl/bin.mjs'), 'console', 'waiter'], { cwd: ROOT, env: process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+      let conOut = '';
+      const c = con;
+      c.stdout!.on('data', (d: Buffer) => { conOut += d.toString('utf8'); });
+      c.stderr!.on('data', (d: Buffer) => { conOut += d.toString('utf8'); });
+      const conExit = new Promise<number | null>((r) => c.once('exit', (code) => r(code)));
+      await until('the console to echo', async () => {
+        c.stdin!.write('ping\n');
+        await new Promise((r) => setTimeout(r, 200));
+        return conOut.includes('echo: ping');
+      });
+
       // shutdown -w: control/shutdown = poweroff; the guest powers off; on_poweroff = destroy.
       const shut = await xl('shutdown', '-w', 'waiter');
       expect(shut.code, shut.stderr).toBe(0);
       await until('the guest\'s goodbye', () => readFileSync(guestLog, 'utf8').includes('waiter: poweroff'));
+      // The console session ends with the domain, having shown its last words.
+      expect(await conExit).toBe(0);
+      expect(conOut).toContain('waiter: poweroff');
       expect(log).toContain(`domain ${domid} (waiter) has shut down, reason poweroff; destroying`);
       await nothingLeft('after shutdown');
 
@@ -175,6 +192,7 @@ describe('xl against the running host', () => {
       expect(bad.code).not.toBe(0);
       expect(bad.stderr).toContain('nosuch');
     } finally {
+      if (con && con.exitCode === null) con.kill();
       clearInterval(timer);
       await platform.stop();
     }

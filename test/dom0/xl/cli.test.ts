@@ -161,6 +161,16 @@ describe('xl domain commands', () => {
     expect(r).toEqual({ code: 0, out: 'hello console\nECHO\n', err: '' });
     expect(host.domains.get(1)?.consoles.size).toBe(0);
   });
+
+  it('create -c creates paused, attaches the console, then unpauses (as xl)', async () => {
+    const stdin = new PassThrough();
+    const run = xl(['create', '-q', '-c', 'domU/configs/hello.cfg'], { stdin });
+    setTimeout(() => stdin.write(Buffer.from([0x1d])), 300);
+    const r = await run;
+    expect(r).toEqual({ code: 0, out: 'hello console\n', err: '' });
+    expect(host.calls.filter((c) => /^(create|unpause)/.test(c))).toEqual(['create hello paused', 'unpause 1']);
+    expect(host.domains.get(1)?.summary.paused).toBe(false);
+  });
 });
 
 describe('xl host commands', () => {

@@ -1,12 +1,17 @@
 /**
- * `npm start`: power on the host, boot Dom0, which creates the example guests
+ * `npm start`: power on the host, boot Dom0, which creates the guests of the
+ * example configurations (domU/configs/*.cfg)
  * and streams their consoles; exit 0 once they have shut down (Dom0 powers the
  * host off), or keep running with --keep.
  *
  *   npm start -- [--mem MiB] [--pcpus N] [--sched credit|credit2|null]
  *                [--dom0-mem MiB] [--keep] [--guest name=kernel.ts[:MiB]]...
  */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { readXlCfgDir } from '../dom0/toolstack/load.ts';
+import { toPvBuildConfig } from '../dom0/toolstack/xlcfg.ts';
 import { logger } from '../shared/log.ts';
 import { SHUTDOWN_poweroff } from '../shared/hypercall.ts';
 import { encodeDom0Cmdline } from '../dom0/kernel.ts';
@@ -14,9 +19,19 @@ import type { PvBuildConfig } from '../dom0/builder.ts';
 import { hostConfig, type SchedName } from './config.ts';
 import { Platform } from './platform/platform.ts';
 
-export const DEFAULT_GUESTS: readonly PvBuildConfig[] = [
-  { name: 'hello', kernel: 'domU/guests/hello.ts', memoryMiB: 4, maxmemMiB: 8, cmdline: 'console=hvc0' },
-];
+/** The example configurations `npm start` creates when no --guest is given. */
+export const EXAMPLE_CONFIG_DIR = 'domU/configs';
+
+/**
+ * The guests of the example configurations (xl.cfg files). A file that does not
+ * parse stops the start with its file and line: nothing is created.
+ */
+function exampleGuests(root: string): PvBuildConfig[] {
+  const loaded = readXlCfgDir(path.join(root, EXAMPLE_CONFIG_DIR), root);
+  const bad = loaded.filter((l) => l.error);
+  if (bad.length > 0) throw new Error(bad.map((b) => b.error!.message).join('\n'));
+  return loaded.map((l) => toPvBuildConfig(l.config!));
+}
 
 function parseGuest(spec: string): PvBuildConfig {
   const m = /^([A-Za-z0-9_.-]+)=([^:]+)(?::(\d+))?$/.exec(spec);
@@ -30,7 +45,8 @@ const USAGE = `usage: npm start -- [options]
   --pcpus N          physical CPUs (default: this host's cores)
   --sched NAME       credit (default), credit2 or null
   --dom0-mem MiB     Dom0's memory (default 16)
-  --guest SPEC       name=path/to/kernel.ts[:MiB], repeatable (default: the hello example)
+  --guest SPEC       name=path/to/kernel.ts[:MiB], repeatable (default: the guests of
+                     the example configurations, domU/configs/*.cfg)
   --keep             keep the host running after the guests shut down (Ctrl-C stops it);
                      typed input goes to the serial console (CONSOLEIO_read, VIRQ_CONSOLE)
   --help             this text`;
@@ -42,6 +58,8 @@ function intOption(name: string, v: string | undefined): number | undefined {
   if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} ${v}: expected a positive integer`);
   return n;
 }
+
+const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -63,7 +81,7 @@ async function main(): Promise<number> {
     ...(pcpus ? { pcpus } : {}),
     ...(values.sched ? { sched: values.sched as SchedName } : {}),
   });
-  const guests = values.guest?.length ? values.guest.map(parseGuest) : DEFAULT_GUESTS;
+  const guests = values.guest?.length ? values.guest.map(parseGuest) : exampleGuests(PROJECT_ROOT);
   const platform = new Platform(cfg);
   const stop = (): void => { void platform.stop().then(() => process.exit(130)); };
   process.once('SIGINT', stop);

@@ -1,3 +1,5 @@
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 /**
  * Dom0's kernel: the control domain, through which everything is created and
  * wired. It runs
@@ -38,6 +40,8 @@ import { Dom0Loop } from './loop.ts';
 import { consoleLinePrefix } from './names.ts';
 import { Dom0Toolstack } from './toolstack/control.ts';
 import { writeDom0Entries } from './toolstack/domain.ts';
+import { SHUTDOWN_crash } from '../shared/hypercall.ts';
+import { guestsOfConfigDir, parseGuestSpec } from './toolstack/guest-spec.ts';
 import { postedHandlers } from './xl/handlers.ts';
 import { ControlServer } from './xl/server.ts';
 import { Xenconsoled } from './xenconsoled/daemon.ts';
@@ -48,23 +52,49 @@ export interface Dom0Cmdline {
   readonly keep: boolean;
   /** Seconds a guest asked to shut down has before it is destroyed; default 30. */
   readonly shutdownTimeoutS?: number;
+  /** `configs=<dir>`: build the guests of every xl.cfg file there (see toolstack/guest-spec.ts). */
+  readonly configDir?: string;
+  /** `guest=<name>=<kernel>[:MiB]` entries. */
+  readonly guestSpecs?: readonly string[];
 }
 
 export function encodeDom0Cmdline(c: Dom0Cmdline): string {
   const t = c.shutdownTimeoutS !== undefined ? ` shutdown_timeout=${c.shutdownTimeoutS}` : '';
-  return `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} keep=${c.keep ? 1 : 0}${t}`;
+  const dir = c.configDir !== undefined ? ` configs=${c.configDir}` : '';
+  const specs = (c.guestSpecs ?? []).map((g) => ` guest=${g}`).join('');
+  const g = c.guests.length > 0 ? `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} ` : '';
+  return `${g}keep=${c.keep ? 1 : 0}${t}${dir}${specs}`;
 }
 
 export function parseDom0Cmdline(s: string): Dom0Cmdline {
-  const kv = new Map(s.split(/\s+/).filter(Boolean).map((t) => {
+  const pairs = s.split(/\s+/).filter(Boolean).map((t): [string, string] => {
     const i = t.indexOf('=');
     return i < 0 ? [t, ''] : [t.slice(0, i), t.slice(i + 1)];
-  }));
+  });
+  const kv = new Map(pairs);
   const g = kv.get('guests');
   const guests = g ? (JSON.parse(Buffer.from(g, 'base64').toString('utf8')) as PvBuildConfig[]) : [];
   const t = Number(kv.get('shutdown_timeout'));
-  return { guests, keep: kv.get('keep') === '1', ...(kv.has('shutdown_timeout') && Number.isFinite(t) && t >= 0 ? { shutdownTimeoutS: t } : {}) };
+  const guestSpecs = pairs.filter(([k]) => k === 'guest').map(([, v]) => v);
+  return {
+    guests, keep: kv.get('keep') === '1',
+    ...(kv.has('shutdown_timeout') && Number.isFinite(t) && t >= 0 ? { shutdownTimeoutS: t } : {}),
+    ...(kv.has('configs') ? { configDir: kv.get('configs') } : {}),
+    ...(guestSpecs.length > 0 ? { guestSpecs } : {}),
+  };
 }
+
+/** Every guest the command line names, or an error naming the file or spec that is wrong. */
+export function dom0Guests(c: Dom0Cmdline, root: string): PvBuildConfig[] {
+  return [
+    ...c.guests,
+    ...(c.configDir !== undefined ? guestsOfConfigDir(c.configDir, root) : []),
+    ...(c.guestSpecs ?? []).map(parseGuestSpec),
+  ];
+}
+
+/** The project root: relative guest paths and config directories are taken from it. */
+const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
@@ -96,7 +126,17 @@ export default async function dom0(k: KernelApi): Promise<void> {
   ev.on(ev.bindVirq(VIRQ_DOM_EXC), () => { domExc = true; });
 
   const v = xen.version();
-  say(`up on Xen ${v.major}.${v.minor}, ${xen.nrPages} pages, building ${cmd.guests.length} guest(s)`);
+  let guests: PvBuildConfig[];
+  try {
+    guests = dom0Guests(cmd, PROJECT_ROOT);
+  } catch (e) {
+    // A configuration that does not parse: say which and where, build nothing.
+    say(`cannot read the guest configurations: ${errText(e)}`);
+    drainConsole();
+    xen.shutdown(SHUTDOWN_crash);
+    return;
+  }
+  say(`up on Xen ${v.major}.${v.minor}, ${xen.nrPages} pages, building ${guests.length} guest(s)`);
   // Listening on the socket waits for the host: without our pCPU. Its
   // start-up line is printed by the loop (console_io needs the pCPU).
   const xs = await host.wait(XenstoredService.start({ ctrl, ev, post: loop.post, print: (l) => loop.post(() => say(l)) }));
@@ -113,7 +153,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
     sleep: async (ms) => { xen.yield(); await new Promise((r) => setTimeout(r, ms)); },
     ...(cmd.shutdownTimeoutS !== undefined ? { shutdownTimeoutMs: cmd.shutdownTimeoutS * 1000 } : {}),
   });
-  for (const g of cmd.guests) {
+  for (const g of guests) {
     try {
       await toolstack.createGuest(g, null, false);
     } catch (e) {

@@ -7,15 +7,9 @@
  *   npm start -- [--mem MiB] [--pcpus N] [--sched credit|credit2|null]
  *                [--dom0-mem MiB] [--keep] [--guest name=kernel.ts[:MiB]]...
  */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { readXlCfgDir } from '../dom0/toolstack/load.ts';
-import { toPvBuildConfig } from '../dom0/toolstack/xlcfg.ts';
 import { logger } from '../shared/log.ts';
 import { SHUTDOWN_poweroff } from '../shared/hypercall.ts';
-import { encodeDom0Cmdline } from '../dom0/kernel.ts';
-import type { PvBuildConfig } from '../dom0/builder.ts';
 import { hostConfig, type SchedName } from './config.ts';
 import { Platform } from './platform/platform.ts';
 
@@ -23,21 +17,13 @@ import { Platform } from './platform/platform.ts';
 export const EXAMPLE_CONFIG_DIR = 'domU/configs';
 
 /**
- * The guests of the example configurations (xl.cfg files). A file that does not
- * parse stops the start with its file and line: nothing is created.
+ * Dom0's kernel command line (parsed by dom0/kernel.ts): which guests to build
+ * (an xl.cfg directory, or guest=<spec> entries) and whether to keep running.
+ * The hypervisor passes it through as text, as Xen passes dom0's.
  */
-function exampleGuests(root: string): PvBuildConfig[] {
-  const loaded = readXlCfgDir(path.join(root, EXAMPLE_CONFIG_DIR), root);
-  const bad = loaded.filter((l) => l.error);
-  if (bad.length > 0) throw new Error(bad.map((b) => b.error!.message).join('\n'));
-  return loaded.map((l) => toPvBuildConfig(l.config!));
-}
-
-function parseGuest(spec: string): PvBuildConfig {
-  const m = /^([A-Za-z0-9_.-]+)=([^:]+)(?::(\d+))?$/.exec(spec);
-  if (!m) throw new Error(`--guest ${spec}: expected name=path/to/kernel.ts[:MiB]`);
-  const mib = m[3] ? Number(m[3]) : 4;
-  return { name: m[1], kernel: m[2], memoryMiB: mib, maxmemMiB: mib * 2 };
+function dom0Cmdline(guestSpecs: readonly string[], keep: boolean): string {
+  const guests = guestSpecs.length > 0 ? guestSpecs.map((g) => `guest=${g}`).join(' ') : `configs=${EXAMPLE_CONFIG_DIR}`;
+  return `${guests} keep=${keep ? 1 : 0}`;
 }
 
 const USAGE = `usage: npm start -- [options]
@@ -59,8 +45,6 @@ function intOption(name: string, v: string | undefined): number | undefined {
   return n;
 }
 
-const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
@@ -81,12 +65,11 @@ async function main(): Promise<number> {
     ...(pcpus ? { pcpus } : {}),
     ...(values.sched ? { sched: values.sched as SchedName } : {}),
   });
-  const guests = values.guest?.length ? values.guest.map(parseGuest) : exampleGuests(PROJECT_ROOT);
   const platform = new Platform(cfg);
   const stop = (): void => { void platform.stop().then(() => process.exit(130)); };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: dom0Mem, cmdline: encodeDom0Cmdline({ guests, keep: values.keep ?? false }) });
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: dom0Mem, cmdline: dom0Cmdline(values.guest ?? [], values.keep ?? false) });
   if (values.keep && process.stdin.isTTY) {
     // The host's serial line: keystrokes reach Dom0 through CONSOLEIO_read.
     process.stdin.on('data', (b: Buffer) => { platform.serialInput(new Uint8Array(b)); });

@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { dom0Guests, encodeDom0Cmdline, parseDom0Cmdline } from '../../dom0/kernel.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+describe("Dom0's command line", () => {
+  it('builds the guests of an xl.cfg directory and of guest= specs', () => {
+    const c = parseDom0Cmdline('configs=domU/configs guest=a=domU/guests/hello.ts:2 keep=1');
+    expect(c.keep).toBe(true);
+    const g = dom0Guests(c, ROOT);
+    expect(g.map((x) => x.name)).toEqual(['hello', 'a']);
+    expect(g[0]).toMatchObject({ memoryMiB: 4, maxmemMiB: 8, cmdline: 'console=hvc0' });
+    expect(g[1]).toMatchObject({ kernel: 'domU/guests/hello.ts', memoryMiB: 2, maxmemMiB: 4 });
+  });
+
+  it('round-trips what tests and benchmarks encode', () => {
+    const c = { guests: [{ name: 'g', kernel: 'k.ts', memoryMiB: 1 }], keep: false, shutdownTimeoutS: 5, guestSpecs: ['b=x.ts'] };
+    expect(parseDom0Cmdline(encodeDom0Cmdline(c))).toEqual(c);
+  });
+
+  it('refuses a bad config file or spec, naming it (nothing is built)', () => {
+    expect(() => dom0Guests(parseDom0Cmdline('configs=test/fixtures/configs-bad'), ROOT)).toThrow(/bad\.cfg:4.*bogus_key/);
+    expect(() => dom0Guests(parseDom0Cmdline('guest=no-kernel'), ROOT)).toThrow(/guest no-kernel: expected name=/);
+  });
+});

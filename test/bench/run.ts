@@ -7,6 +7,7 @@ import { benchNullHypercall } from './null-hypercall.ts';
 import { benchEvtchn } from './evtchn.ts';
 import { benchGnttab } from './gnttab.ts';
 import { benchSchedSim, benchSchedThreads } from './sched.ts';
+import { benchToolstack, benchXenstore } from './toolstack.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
   'sched-sim': async () => benchSchedSim(),
@@ -14,6 +15,8 @@ const BENCHES: Record<string, () => Promise<string>> = {
   'null-hypercall': benchNullHypercall,
   'evtchn-pingpong': benchEvtchn,
   gnttab: benchGnttab,
+  toolstack: benchToolstack,
+  xenstore: benchXenstore,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -2,7 +2,8 @@
  * `xl` against a running host: the platform boots Dom0 alone (keep=1), and
  * the real CLI (node dom0/xl/bin.mjs, a child process) talks to it over the
  * control socket: info and dmesg, create a guest from an xl.cfg, list it,
- * type at its console (it echoes), shut it down and wait, create it again, reboot it (on_reboot = restart), destroy it; after
+ * type at its console (it echoes), shut it down and wait, create it again, reboot it (on_reboot = restart),
+ * balloon it with mem-set (down, back up, refused above maxmem), destroy it; after
  * each, nothing of the guest is left (domain, xenstore nodes, Dom0's event
  * channels and maptrack, frames, threads). Errors name the domain.
  */
@@ -17,6 +18,7 @@ import { conringRead } from '../../hypervisor/console.ts';
 import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { D, DOMSTATE_FREE, G, type HvState } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
+import { liveSlot } from '../../hypervisor/domain.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'xents-xl-test-'));
@@ -181,6 +183,36 @@ describe('xl against the running host', () => {
       const third = Number([...log.matchAll(/created waiter as domain (\d+)/g)][2][1]);
       guestDomids.push(third);
       await until('the restarted guest to list', async () => (await xl('list', 'waiter')).stdout.includes(`${third}`));
+
+      // Ballooning: mem-set writes memory/target, the guest's balloon driver
+      // moves tot_pages to it (down, then back up to maxmem); above maxmem is
+      // refused. The leak checks after destroy cover the pages it gave back.
+      await until('the restarted guest\'s balloon driver', () => (readFileSync(guestLog, 'utf8').match(/waiter: up/g) ?? []).length >= 3);
+      const slot3 = liveSlot(hv, third);
+      const totPages = (): number => hv.dom[hv.d(slot3, D.tot_pages)];
+      expect(totPages()).toBe(512);
+      const memCol = async (): Promise<number> => {
+        const l = await xl('list', 'waiter');
+        expect(l.code, l.stderr).toBe(0);
+        return Number(new RegExp(`^waiter\\s+${third}\\s+(\\d+)\\s`, 'm').exec(l.stdout)?.[1]);
+      };
+      expect(await memCol()).toBe(2);
+      const down = await xl('mem-set', 'waiter', '1m');
+      expect(down.code, down.stderr).toBe(0);
+      expect((await xl('xenstore-read', `/local/domain/${third}/memory/target`)).stdout.trim()).toBe('1024');
+      await until('the balloon to shrink the guest to 1 MiB', () => totPages() === 256, 10_000);
+      expect(await memCol()).toBe(1);
+      const up = await xl('mem-set', 'waiter', '2048k');
+      expect(up.code, up.stderr).toBe(0);
+      await until('the balloon to grow the guest back to 2 MiB', () => totPages() === 512, 10_000);
+      expect(await memCol()).toBe(2);
+      const tooBig = await xl('mem-set', 'waiter', '3m');
+      expect(tooBig.code).not.toBe(0);
+      expect(tooBig.stderr).toContain('above the domain\'s maximum');
+      expect((await xl('xenstore-read', `/local/domain/${third}/memory/target`)).stdout.trim()).toBe('2048');
+      // Leave it ballooned down: destroy gets back what it still holds.
+      expect((await xl('mem-set', 'waiter', '1m')).code).toBe(0);
+      await until('the balloon to shrink the guest again', () => totPages() === 256, 10_000);
 
       // destroy.
       const destroyed = await xl('destroy', 'waiter');

@@ -4,7 +4,7 @@
  */
 import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import type { PvBuildConfig } from '../../dom0/builder.ts';
-import { conringRead } from '../../hypervisor/console.ts';
+import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 
@@ -22,22 +22,14 @@ export interface GuestRun {
  */
 export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}): Promise<GuestRun> {
   const platform = new Platform(hostConfig({ memMiB: 128, ...cfg }));
-  const hv = platform.hv;
-  let index = 0;
-  let log = '';
-  const drain = (): void => {
-    const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
-    index = r.index;
-    log += new TextDecoder().decode(r.data);
-  };
+  const tap = new ConsoleTap(platform.hv);
   platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
-  const timer = setInterval(drain, 5);
   try {
     await platform.halted;
   } finally {
-    clearInterval(timer);
+    tap.stop();
   }
-  drain();
+  const log = tap.text;
   const bench: Array<Record<string, unknown>> = [];
   for (const m of log.matchAll(/^\(d\d+\) BENCH (\{.*\})$/gm)) bench.push(JSON.parse(m[1]) as Record<string, unknown>);
   return { bench, log };

@@ -4,7 +4,7 @@
  * and return the console and every `<TAG> {...}` JSON line the guests printed.
  * Shared by the scheduler's real-thread test and its benchmarks.
  */
-import { conringRead } from '../../hypervisor/console.ts';
+import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 import { SQ } from '../../hypervisor/state.ts';
@@ -21,15 +21,8 @@ export interface SchedHostRun {
 export async function runSchedHost(spec: SchedDom0Spec, cfg: Partial<HostConfig> = {}, timeoutMs = 60_000): Promise<SchedHostRun> {
   const platform = new Platform(hostConfig({ memMiB: 64, maxDomains: 16, p2mEntries: 8192, ...cfg }));
   const hv = platform.hv;
-  let index = 0;
-  let log = '';
-  const drain = (): void => {
-    const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
-    index = r.index;
-    log += new TextDecoder().decode(r.data);
-  };
+  const tap = new ConsoleTap(hv);
   platform.boot({ kernel: 'test/fixtures/dom0/sched-dom0.ts', memMiB: 4, cmdline: encodeSchedDom0Cmdline(spec) });
-  const timer = setInterval(drain, 5);
   let timeout: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
@@ -38,13 +31,12 @@ export async function runSchedHost(spec: SchedDom0Spec, cfg: Partial<HostConfig>
     ]);
   } catch (e) {
     await platform.stop();
-    drain();
-    throw new Error(`${e instanceof Error ? e.message : String(e)}\n${log}`);
+    throw new Error(`${e instanceof Error ? e.message : String(e)}\n${tap.text}`);
   } finally {
-    clearInterval(timer);
+    tap.stop();
     clearTimeout(timeout);
   }
-  drain();
+  const log = tap.text;
   const lines: Array<{ name: string; data: Record<string, unknown> }> = [];
   for (const m of log.matchAll(/^\(d\d+\) ([A-Z]+) (\{.*\})$/gm)) lines.push({ name: m[1], data: JSON.parse(m[2]) as Record<string, unknown> });
   const r = hv.schedRing;

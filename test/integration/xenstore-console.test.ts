@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 import { hostConfig } from '../../hypervisor/config.ts';
-import { conringRead } from '../../hypervisor/console.ts';
+import { ConsoleTap } from '../helpers/console-tap.ts';
 import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { ECS_FREE, ECS_RESERVED, ECS_VIRQ, portState } from '../../hypervisor/evtchn/evtchn.ts';
 import { D, DOMSTATE_FREE, EVTCHN_2L_PORTS, G, type HvState } from '../../hypervisor/state.ts';
@@ -138,14 +138,7 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
     process.env.XENTS_LOG_DIR = dir;
     const platform = new Platform(hostConfig({ memMiB: 64, pcpus: 2, maxDomains: 16, p2mEntries: 8192 }));
     const hv = platform.hv;
-    let index = 0;
-    let log = '';
-    const drain = (): void => {
-      const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
-      index = r.index;
-      log += new TextDecoder().decode(r.data);
-    };
-    const timer = setInterval(drain, 5);
+    const tap = new ConsoleTap(hv);
     const guests = [
       { name: 'alpha', kernel: 'test/fixtures/guests/xs-client.ts', memoryMiB: 1, cmdline: 'peer=2' },
       { name: 'beta', kernel: 'test/fixtures/guests/xs-client.ts', memoryMiB: 1, cmdline: 'peer=1' },
@@ -153,14 +146,14 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
     platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: true }) });
     let xs: RawXenstoreClient | undefined;
     try {
-      await until('the xenstored socket', () => existsSync(sockPath) && log.includes(`xenstored: listening on ${sockPath}`));
+      await until('the xenstored socket', () => existsSync(sockPath) && tap.text.includes(`xenstored: listening on ${sockPath}`));
       xs = await RawXenstoreClient.connect(sockPath);
       expect(await xs.strings(XS_WATCH, '@introduceDomain', 'intro')).toEqual(['OK']);
       expect(await xs.strings(XS_WATCH, '@releaseDomain', 'release')).toEqual(['OK']);
 
       // The guests did their XenStore work over their rings.
-      await until('both guests to report', () => (log.match(/XSTEST /g) ?? []).length === 2);
-      const reports = [...log.matchAll(/\(d(\d)\) XSTEST (\{.*\})/g)].map((m) => JSON.parse(m[2]) as Record<string, unknown>);
+      await until('both guests to report', () => (tap.text.match(/XSTEST /g) ?? []).length === 2);
+      const reports = [...tap.text.matchAll(/\(d(\d)\) XSTEST (\{.*\})/g)].map((m) => JSON.parse(m[2]) as Record<string, unknown>);
       for (const r of reports) {
         expect(r).toMatchObject({ writeOwn: 'ok', readOwn: `hello from ${String(r.name)}`, readPeer: 'EACCES', writePeer: 'EACCES', readPeerName: 'EACCES' });
         expect(r.wroteLong).toBe(3001);
@@ -181,16 +174,16 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
       const alphaLog = join(dir, 'console', 'guest-alpha.log');
       await until('alpha\'s console log', () => existsSync(alphaLog) && readFileSync(alphaLog, 'utf8').includes('x'.repeat(3000)));
       expect(readFileSync(alphaLog, 'utf8')).toBe(`console: alpha ready\n${'x'.repeat(3000)}\n`);
-      expect(log).toContain('xenconsoled: domain 1 (alpha) console connected');
+      expect(tap.text).toContain('xenconsoled: domain 1 (alpha) console connected');
 
       // Shut alpha down the PV way; Dom0 destroys it and every daemon lets go.
       const releases = xs.events.filter(([p]) => p === '@releaseDomain').length;
       expect(await xs.write('/local/domain/1/control/shutdown', 'poweroff')).toBe('OK');
-      await until('domain 1 to be destroyed', () => log.includes('Domain 1 destroyed'));
+      await until('domain 1 to be destroyed', () => tap.text.includes('Domain 1 destroyed'));
       await until('xenstored to forget domain 1', async () => (await xs!.strings(XS_IS_DOMAIN_INTRODUCED, '1'))[0] === 'F');
       expect(xs.events.filter(([p]) => p === '@releaseDomain').length).toBeGreaterThan(releases);
-      expect(log).toMatch(/dom0: domain 1 \(alpha\) has shut down, reason poweroff; destroying/);
-      expect(log).toContain('xenconsoled: domain 1 (alpha) console closed');
+      expect(tap.text).toMatch(/dom0: domain 1 \(alpha\) has shut down, reason poweroff; destroying/);
+      expect(tap.text).toContain('xenconsoled: domain 1 (alpha) console closed');
       expect(readFileSync(alphaLog, 'utf8')).toContain('console: alpha bye\n');
       expect(await xs.read('/local/domain/1/name')).toBe('!ENOENT');
       expect(await xs.strings(XS_DIRECTORY, '/local/domain')).toEqual(['0', '2']);
@@ -200,7 +193,7 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
 
       // And beta.
       expect(await xs.write('/local/domain/2/control/shutdown', 'poweroff')).toBe('OK');
-      await until('domain 2 to be destroyed', () => log.includes('Domain 2 destroyed'));
+      await until('domain 2 to be destroyed', () => tap.text.includes('Domain 2 destroyed'));
       await until('xenstored to forget domain 2', async () => (await xs!.strings(XS_IS_DOMAIN_INTRODUCED, '2'))[0] === 'F');
       expect(await xs.strings(XS_DIRECTORY, '/local/domain')).toEqual(['0']);
       expect(await xs.strings(XS_DIRECTORY, '/vm')).toEqual([]);
@@ -221,7 +214,7 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
       expect(platform.liveThreads).toBe(1);
     } finally {
       xs?.close();
-      clearInterval(timer);
+      tap.stop();
       await platform.stop();
     }
     expect(platform.liveThreads).toBe(0);

@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 import { hostConfig } from '../../hypervisor/config.ts';
-import { conringRead } from '../../hypervisor/console.ts';
+import { ConsoleTap } from '../helpers/console-tap.ts';
 import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { D, DOMSTATE_FREE, G, type HvState } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
@@ -68,18 +68,11 @@ describe('xl against the running host', () => {
     process.env.XENTS_LOG_DIR = dir;
     const platform = new Platform(hostConfig({ memMiB: 64, pcpus: 2, maxDomains: 16, p2mEntries: 8192 }));
     const hv = platform.hv;
-    let index = 0;
-    let log = '';
-    const drain = (): void => {
-      const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
-      index = r.index;
-      log += new TextDecoder().decode(r.data);
-    };
-    const timer = setInterval(drain, 5);
+    const tap = new ConsoleTap(hv);
     let con: ReturnType<typeof spawn> | undefined;
     platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests: [], keep: true, shutdownTimeoutS: 20 }) });
     try {
-      await until('the control socket', () => existsSync(process.env.XENTS_CONTROL_PATH!) && log.includes('xl: control socket listening on'));
+      await until('the control socket', () => existsSync(process.env.XENTS_CONTROL_PATH!) && tap.text.includes('xl: control socket listening on'));
       const dom0Slot = hv.domidMap[0];
       const baseline = {
         evtchn: hv.dom[hv.d(dom0Slot, D.evtchn_in_use)],
@@ -130,8 +123,8 @@ describe('xl against the running host', () => {
       // Create; list shows it; its xenstore home exists.
       const created = await xl('create', 'test/fixtures/configs/until-shutdown.cfg');
       expect(created.code, created.stderr).toBe(0);
-      await until('the guest to be up', () => log.includes('created waiter as domain'));
-      const domid = Number(/created waiter as domain (\d+)/.exec(log)![1]);
+      await until('the guest to be up', () => tap.text.includes('created waiter as domain'));
+      const domid = Number(/created waiter as domain (\d+)/.exec(tap.text)![1]);
       guestDomids.push(domid);
       expect(await xsList('/local/domain')).toEqual(['0', String(domid)]);
       const home = await xl('xenstore-read', `/local/domain/${domid}/name`);
@@ -166,21 +159,21 @@ describe('xl against the running host', () => {
       // The console session ends with the domain, having shown its last words.
       expect(await conExit).toBe(0);
       expect(conOut).toContain('waiter: poweroff');
-      expect(log).toContain(`domain ${domid} (waiter) has shut down, reason poweroff; destroying`);
+      expect(tap.text).toContain(`domain ${domid} (waiter) has shut down, reason poweroff; destroying`);
       await nothingLeft('after shutdown');
 
       // Again, then reboot: on_reboot = restart gives a new domain of the same name.
       expect((await xl('create', 'test/fixtures/configs/until-shutdown.cfg')).code).toBe(0);
-      await until('the second guest', () => (log.match(/created waiter as domain/g) ?? []).length === 2);
-      const second = Number([...log.matchAll(/created waiter as domain (\d+)/g)][1][1]);
+      await until('the second guest', () => (tap.text.match(/created waiter as domain/g) ?? []).length === 2);
+      const second = Number([...tap.text.matchAll(/created waiter as domain (\d+)/g)][1][1]);
       expect(second).not.toBe(domid);
       guestDomids.push(second);
       await until('the second guest\'s console', () => (readFileSync(guestLog, 'utf8').match(/waiter: up/g) ?? []).length >= 2);
       const reboot = await xl('reboot', 'waiter');
       expect(reboot.code, reboot.stderr).toBe(0);
-      await until('the restart', () => (log.match(/created waiter as domain/g) ?? []).length === 3);
-      expect(log).toContain(`domain ${second} (waiter) has shut down, reason reboot; restarting`);
-      const third = Number([...log.matchAll(/created waiter as domain (\d+)/g)][2][1]);
+      await until('the restart', () => (tap.text.match(/created waiter as domain/g) ?? []).length === 3);
+      expect(tap.text).toContain(`domain ${second} (waiter) has shut down, reason reboot; restarting`);
+      const third = Number([...tap.text.matchAll(/created waiter as domain (\d+)/g)][2][1]);
       guestDomids.push(third);
       await until('the restarted guest to list', async () => (await xl('list', 'waiter')).stdout.includes(`${third}`));
 
@@ -225,7 +218,7 @@ describe('xl against the running host', () => {
       expect(bad.stderr).toContain('nosuch');
     } finally {
       if (con && con.exitCode === null) con.kill();
-      clearInterval(timer);
+      tap.stop();
       await platform.stop();
     }
     expect(platform.liveThreads).toBe(0);

@@ -37,6 +37,8 @@ export class Platform implements PlatformPort {
   readonly halted: Promise<number>;
   private resolveHalted!: (code: number) => void;
   private readonly threads = new Map<string, VcpuThread>();
+  /** Workers this platform terminated (a destroyed domain's threads), not failures. */
+  private readonly terminated = new Set<Worker>();
   private timer?: Worker;
   private haltCode: number | null = null;
 
@@ -82,7 +84,9 @@ export class Platform implements PlatformPort {
       Atomics.store(hv.vcpu, hv.v(slot, vcpu, V.thread), VTHREAD_EXITED);
       // The scheduler frees whatever pCPU the thread held or had been granted.
       pcpuThreadExited(hv, slot, vcpu, generation);
-      const abnormal = failure ?? (code !== 0 ? `exit code ${code}` : null);
+      // A thread we terminated after a kill's grace period did not die: it was stopped.
+      const abnormal = failure ?? (code !== 0 && !this.terminated.has(worker) ? `exit code ${code}` : null);
+      this.terminated.delete(worker);
       vcpuThreadExited(hv, slot, vcpu, generation, abnormal, this);
       if (abnormal) log.warn({ slot, vcpu, reason: abnormal }, 'vcpu thread died');
     });
@@ -97,7 +101,11 @@ export class Platform implements PlatformPort {
     for (const t of this.threads.values()) {
       if (t.slot === slot && t.generation === generation) {
         vcpuKick(this.hv, slot, t.vcpu);
-        setTimeout(() => { if ([...this.threads.values()].includes(t)) void t.worker.terminate(); }, KILL_GRACE_MS).unref();
+        setTimeout(() => {
+          if (![...this.threads.values()].includes(t)) return;
+          this.terminated.add(t.worker);
+          void t.worker.terminate();
+        }, KILL_GRACE_MS).unref();
       }
     }
   }

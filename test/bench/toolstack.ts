@@ -27,11 +27,12 @@ import { resolveConfigPaths } from '../../dom0/toolstack/load.ts';
 import { parseXlCfg } from '../../dom0/toolstack/xlcfg.ts';
 import { ControlClient } from '../../dom0/xl/client.ts';
 import { XenStore } from '../../dom0/xenstored/store.ts';
-import { conringRead } from '../../hypervisor/console.ts';
+import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 import { XS } from '../../shared/xenstore/wire.ts';
 import { machineLine, table, updateBenchSection } from './report.ts';
+import { until } from '../helpers/until.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const BOOT_WORKER = new URL('../../hypervisor/platform/boot-worker.mjs', import.meta.url);
@@ -50,14 +51,6 @@ const p90 = (xs: readonly number[]): number => quantile(xs, 0.9);
 const ms = (x: number): string => `${x.toFixed(1)} ms`;
 const kops = (x: number): string => `${(x / 1000).toFixed(1)} k/s`;
 const mib = (bytes: number): string => `${(bytes / (1 << 20)).toFixed(1)} MiB`;
-
-async function until(what: string, cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 // ---------------------------------------------------------------------------
 // A running host.
@@ -97,22 +90,8 @@ async function withHost<T>(cfg: Partial<HostConfig>, fn: (h: Host) => Promise<T>
   process.env.XENTS_LOG_DIR = dir;
   const platform = new Platform(hostConfig({ memMiB: 64, pcpus: 2, maxDomains: 16, p2mEntries: 8192, ...cfg }));
   const hv = platform.hv;
-  let index = 0;
-  const chunks: string[] = [];
-  let joined = '';
-  let dirty = false;
-  const decoder = new TextDecoder();
-  const drain = (): void => {
-    const r = conringRead(hv, hv.cfg.conringSize, true, index, false);
-    index = r.index;
-    if (r.data.length) { chunks.push(decoder.decode(r.data)); dirty = true; }
-  };
-  const log = (): string => {
-    drain();
-    if (dirty) { joined = chunks.join(''); dirty = false; }
-    return joined;
-  };
-  const timer = setInterval(drain, 2);
+  const tap = new ConsoleTap(hv, 2);
+  const log = (): string => tap.text;
   let client: ControlClient | undefined;
   platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests: [], keep: true, shutdownTimeoutS: 5 }) });
   try {
@@ -142,7 +121,7 @@ async function withHost<T>(cfg: Partial<HostConfig>, fn: (h: Host) => Promise<T>
     };
     return await fn(host);
   } finally {
-    clearInterval(timer);
+    tap.stop();
     client?.close();
     await platform.stop();
     for (const [k, v] of Object.entries(saved)) {

@@ -12,14 +12,7 @@ import { ControlClient } from '../../dom0/xl/client.ts';
 import { D, DOMSTATE_FREE } from '../../hypervisor/state.ts';
 import { ConsoleTap } from '../helpers/console-tap.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
-
-async function until(what: string, ok: () => boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+import { until } from '../helpers/until.ts';
 
 describe('destroying a guest that never reaches a preemption point', () => {
   it('stops its thread after the grace period and leaves nothing behind', async () => {

@@ -19,6 +19,7 @@ import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { ECS_FREE, ECS_RESERVED, ECS_VIRQ, portState } from '../../hypervisor/evtchn/evtchn.ts';
 import { D, DOMSTATE_FREE, EVTCHN_2L_PORTS, G, type HvState } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
+import { until } from '../helpers/until.ts';
 
 // xs_wire.h message types, written out here on purpose: this client shares no code with ours.
 const XS_DIRECTORY = 1;
@@ -101,14 +102,6 @@ class RawXenstoreClient {
   }
 
   close(): void { this.sock.destroy(); }
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 /** A domain's ports in use, as [port, state]. */

@@ -19,6 +19,7 @@ import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { D, DOMSTATE_FREE, G, type HvState } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
 import { liveSlot } from '../../hypervisor/domain.ts';
+import { until } from '../helpers/until.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'xents-xl-test-'));
@@ -42,14 +43,6 @@ function xl(...args: string[]): Promise<Run> {
       done({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
-}
-
-async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 /** Domains in the table, by domid. */

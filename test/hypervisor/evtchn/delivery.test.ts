@@ -12,9 +12,9 @@ import { TestMachine, type TestVcpu } from '../../helpers/machine.ts';
 import { EventChannels } from '../../../shared/guest/evtchn.ts';
 import { VIRQ_DOM_EXC } from '../../../shared/abi/event-channel.ts';
 import { V } from '../../../hypervisor/state.ts';
-import { bindIpi, bits, clearSel, clearUpcall, connect, eventArea, send, unmask } from './helpers.ts';
+import { bindIpi, bits, clearSel, clearUpcall, connect, eventArea, send, unmask, type Dom,
+} from './helpers.ts';
 
-type Dom = { domid: number; slot: number; v: TestVcpu };
 
 describe('2-level delivery order', () => {
   let m: TestMachine;

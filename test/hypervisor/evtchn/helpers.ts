@@ -132,6 +132,16 @@ export function connect(a: { v: TestVcpu; domid: number }, b: { v: TestVcpu; dom
   return { pa: u.port, pb: i.port };
 }
 
+/** A DomU as TestMachine.domU() returns it. */
+export type Dom = { domid: number; slot: number; v: TestVcpu };
+
+/** Two DomUs, each with its shared_info mapped and its event channel library. */
+export async function pairWithEvents(m: TestMachine): Promise<{ a: Dom; b: Dom; ea: EventChannels; eb: EventChannels }> {
+  const a = await m.domU();
+  const b = await m.domU();
+  return { a, b, ea: new EventChannels(a.v.xen), eb: new EventChannels(b.v.xen) };
+}
+
 /** Build n DomUs on the machine. */
 export async function domUs(m: TestMachine, n: number, vcpus = 1): Promise<Array<{ domid: number; slot: number; v: TestVcpu }>> {
   const out: Array<{ domid: number; slot: number; v: TestVcpu }> = [];

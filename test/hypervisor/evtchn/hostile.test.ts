@@ -21,9 +21,9 @@ import { HOSTILE_REGS } from '../hypercall/helpers.ts';
 import {
   allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, bits, close, connect, EVTCHN, eventArea, send, status,
   unmask,
+  pairWithEvents, type Dom,
 } from './helpers.ts';
 
-type Dom = { domid: number; slot: number; v: TestVcpu };
 
 describe('hostile event-channel use', () => {
   let m: TestMachine;
@@ -33,10 +33,7 @@ describe('hostile event-channel use', () => {
   let eb: EventChannels;
   beforeEach(async () => {
     m = new TestMachine();
-    a = await m.domU();
-    b = await m.domU();
-    ea = new EventChannels(a.v.xen);
-    eb = new EventChannels(b.v.xen);
+    ({ a, b, ea, eb } = await pairWithEvents(m));
   });
 
   /** b and a still talk both ways over a fresh channel. */

@@ -20,9 +20,9 @@ import { UNMAPPED } from '../hypercall/helpers.ts';
 import {
   allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, bits, close, connect, EVTCHN, eventArea, reset, send,
   status, unmask,
+  pairWithEvents, type Dom,
 } from './helpers.ts';
 
-type Dom = { domid: number; slot: number; v: TestVcpu };
 
 describe('event_channel_op sub-ops', () => {
   let m: TestMachine;
@@ -32,10 +32,7 @@ describe('event_channel_op sub-ops', () => {
   let eb: EventChannels;
   beforeEach(async () => {
     m = new TestMachine();
-    a = await m.domU();
-    b = await m.domU();
-    ea = new EventChannels(a.v.xen);
-    eb = new EventChannels(b.v.xen);
+    ({ a, b, ea, eb } = await pairWithEvents(m));
   });
 
   describe('port 0 is reserved', () => {

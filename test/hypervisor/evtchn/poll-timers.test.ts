@@ -20,9 +20,9 @@ import { StructView } from '../../../shared/layout.ts';
 import { runTimers } from '../../../hypervisor/timer/timers.ts';
 import { V } from '../../../hypervisor/state.ts';
 import { ARG, BUF, UNMAPPED, put } from '../hypercall/helpers.ts';
-import { bindIpi, bindVirq, bits, send } from './helpers.ts';
+import { bindIpi, bindVirq, bits, send, type Dom,
+} from './helpers.ts';
 
-type Dom = { domid: number; slot: number; v: TestVcpu };
 const MS = 1_000_000n;
 const SEC = 1_000_000_000n;
 

@@ -25,8 +25,14 @@
 import type { GuestMemory } from '../guest/api.ts';
 import { SRING_HEADER } from '../abi/ring.ts';
 
-/** What a ring needs of memory: GuestMemory satisfies it (and so does a foreign mapping). */
-export type RingMemory = Pick<GuestMemory, 'read' | 'write' | 'atomicLoad32' | 'atomicStore32'>;
+/**
+ * What a ring needs of memory: GuestMemory satisfies it (and so does a foreign
+ * mapping). `readInto`, where the memory has it, copies without allocating
+ * (allocating a typed array costs V8 ~0.3 µs, more than the copy).
+ */
+export type RingMemory = Pick<GuestMemory, 'read' | 'write' | 'atomicLoad32' | 'atomicStore32'> & {
+  readInto?(gpa: number, dst: Uint8Array): void;
+};
 
 const REQ_PROD = SRING_HEADER.fields.req_prod.offset;
 const REQ_EVENT = SRING_HEADER.fields.req_event.offset;
@@ -88,6 +94,14 @@ abstract class RingEnd {
   /** A private copy of the first `len` bytes of the entry at `idx`. */
   copyEntry(idx: number, len: number = this.entrySize): Uint8Array {
     return this.mem.read(this.slotAddr(idx), len);
+  }
+  /** Copy the first `dst.length` bytes of the entry at `idx` into the caller's private buffer. */
+  copyEntryInto(idx: number, dst: Uint8Array): Uint8Array {
+    if (dst.length > this.entrySize) throw new RangeError(`${dst.length}-byte copy of a ${this.entrySize}-byte entry`);
+    const at = this.slotAddr(idx);
+    if (this.mem.readInto) this.mem.readInto(at, dst);
+    else dst.set(this.mem.read(at, dst.length));
+    return dst;
   }
   /** Write `data` (at most one entry) into the slot of `idx`. */
   writeEntry(idx: number, data: Uint8Array): void {
@@ -187,6 +201,13 @@ export class FrontRing extends RingEnd {
     return b;
   }
 
+  /** Copy the next response into `dst` (a private buffer) and advance rsp_cons. */
+  takeResponseInto(dst: Uint8Array): Uint8Array {
+    this.copyEntryInto(this.rspCons, dst);
+    this.rspCons = (this.rspCons + 1) >>> 0;
+    return dst;
+  }
+
   /**
    * RING_FINAL_CHECK_FOR_RESPONSES: responses waiting (> 0), none (0: and
    * rsp_event now asks for a notification of the next one), or -1 if the back
@@ -259,6 +280,13 @@ export class BackRing extends RingEnd {
     const b = this.copyEntry(this.reqCons, len);
     this.reqCons = (this.reqCons + 1) >>> 0;
     return b;
+  }
+
+  /** Copy the next request into `dst` (a private buffer, never the slot again) and advance req_cons. */
+  takeRequestInto(dst: Uint8Array): Uint8Array {
+    this.copyEntryInto(this.reqCons, dst);
+    this.reqCons = (this.reqCons + 1) >>> 0;
+    return dst;
   }
 
   /** Fill the next response slot and advance rsp_prod_pvt; not visible until pushed. */

@@ -20,6 +20,7 @@ import { PAGE_SIZE } from '../shared/types.ts';
 import { XenError } from '../shared/guest/xen.ts';
 import { ENOMEM } from '../shared/errno.ts';
 import type { XenCtrl } from './libxc.ts';
+import type { DiskSpec } from './toolstack/disk.ts';
 
 export interface PvBuildConfig {
   readonly name: string;
@@ -39,6 +40,12 @@ export interface PvBuildConfig {
    * (gfns 2 and 3 stay reserved, unused): for tests of bare event channels.
    */
   readonly rings?: boolean;
+  /**
+   * Virtual block devices (xl.cfg `disk=`), created by the toolstack
+   * (toolstack/vbd.ts) once the domain is built; the builder ignores them.
+   * Plain data: a config survives a JSON round trip.
+   */
+  readonly disks?: readonly DiskSpec[];
 }
 
 /** What the toolstack needs after the build (libxl__domain_build_state). */

@@ -27,7 +27,7 @@ import { ControlError } from '../xl/protocol.ts';
 import type { ConsoleStream, ControlHandlers, EventStream } from '../xl/handlers.ts';
 import {
   hostUname, summaryFromDomainInfo, type DomainStats, type DomainSummary, type HostInfo, type SchedParams,
-  type SchedPoolParams, type VcpuInfo, type WatchEvent,
+  type SchedPoolParams, type VbdInfo, type VcpuInfo, type WatchEvent,
 } from '../xl/types.ts';
 import type { PvBuildConfig } from '../builder.ts';
 import type { DomainInfo, XenCtrl } from '../libxc.ts';
@@ -41,6 +41,8 @@ import {
 import { XEN_SYSCTL_PHYSCAP_gnttab_v1, XEN_SYSCTL_PHYSCAP_pv } from '../../shared/abi/sysctl.ts';
 import { createPvGuest, destroyPvGuest, domainPath } from './domain.ts';
 import { toPvBuildConfig, type DomainConfig, type ShutdownAction } from './xlcfg.ts';
+import { vdevNumber, type DiskSpec } from './disk.ts';
+import { diskAdd, diskList, diskRemove, LIBXL_DESTROY_TIMEOUT_MS, VbdError } from './vbd.ts';
 
 /** How long a guest has to act on control/shutdown before it is destroyed (Dom0's `shutdown_timeout=`, seconds). */
 export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 30_000;
@@ -87,9 +89,10 @@ const SCHEDULER_NAMES: Readonly<Record<number, string>> = {
 interface Managed {
   readonly domid: number;
   name: string;
-  readonly build: PvBuildConfig;
+  /** What it was built from (disks follow block-attach/detach). */
+  build: PvBuildConfig;
   /** The xl config it was created from; null for the command line's guests. */
-  readonly config: DomainConfig | null;
+  config: DomainConfig | null;
   readonly actions: LifecycleActions;
   readonly startTime: number;
   /** Its shutdown has been acted on (or is being). */
@@ -112,14 +115,26 @@ export interface Dom0ToolstackOptions {
   /** Domain names, shared with the kernel's console prefixes. */
   readonly names: Map<number, string>;
   readonly shutdownTimeoutMs?: number;
+  /** How long `xl block-detach` waits for the backend to close (LIBXL_DESTROY_TIMEOUT, 10 s). */
+  readonly vbdRemoveTimeoutMs?: number;
   readonly now?: () => number;
 }
+
+/** A spec's device number (xen-vbd-interface(7)), -1 if it has none. */
+const vdevOf = (d: DiskSpec): number => vdevNumber(d.vdev) ?? -1;
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** A xenstore failure as the ControlError xl prints. */
 function xsError(e: unknown, path: string): unknown {
   if (e instanceof XenbusError && e.errno !== 'unknown') return new ControlError(e.errno, `${path}: ${e.errno}`);
+  return e;
+}
+
+/** A vbd failure as the ControlError xl prints (VbdError carries its errno name). */
+function vbdError(e: unknown, domid: number): unknown {
+  if (e instanceof VbdError) return new ControlError(e.code, e.message, { domid });
+  if (e instanceof XenbusError && e.errno !== 'unknown') return new ControlError(e.errno, e.message, { domid });
   return e;
 }
 
@@ -405,6 +420,58 @@ export class Dom0Toolstack implements ControlHandlers {
   }
 
   stats(): DomainStats[] { return []; }
+
+  /**
+   * xl block-attach: libxl_device_disk_add on a running guest. The device is
+   * added to the config the guest is managed with, so a restart keeps it.
+   */
+  async blockAttach(domid: number, spec: DiskSpec): Promise<number> {
+    if (domid === 0) throw new ControlError('EPERM', 'Domain-0 has no block frontend here: attach disks to guests', { domid });
+    let devid: number;
+    try {
+      devid = (await diskAdd(this.o.xb, domid, spec)).devid;
+    } catch (e) {
+      throw vbdError(e, domid);
+    }
+    this.editDisks(domid, (ds) => [...ds.filter((d) => d.vdev !== spec.vdev), spec]);
+    this.o.say(`domain ${domid} (${this.nameOf(domid)}): vbd ${spec.vdev} (${devid}) attached`);
+    return devid;
+  }
+
+  /**
+   * xl block-detach: libxl_device_disk_remove (backend asked to close,
+   * waited for up to vbdRemoveTimeoutMs) or, with `force`,
+   * libxl_device_disk_destroy (removed at once).
+   */
+  async blockDetach(domid: number, devid: number, force: boolean): Promise<void> {
+    if (domid === 0) throw new ControlError('EPERM', 'Domain-0 has no block devices here', { domid });
+    try {
+      await diskRemove(this.o.xb, domid, devid, {
+        // A cancellable timer rather than o.sleep: a backend that closes at once leaves no 10 s timer behind.
+        force, timeoutMs: this.o.vbdRemoveTimeoutMs ?? LIBXL_DESTROY_TIMEOUT_MS, log: this.o.say,
+      });
+    } catch (e) {
+      throw vbdError(e, domid);
+    }
+    this.editDisks(domid, (ds) => ds.filter((d) => vdevOf(d) !== devid));
+  }
+
+  /** xl block-list: the guest's vbds. */
+  async blockList(domid: number): Promise<VbdInfo[]> {
+    try {
+      return await diskList(this.o.xb, domid);
+    } catch (e) {
+      throw vbdError(e, domid);
+    }
+  }
+
+  /** Keep a managed guest's config (and build) in step with attach/detach, as libxl updates the domain's stored config. */
+  private editDisks(domid: number, f: (ds: readonly DiskSpec[]) => DiskSpec[]): void {
+    const m = this.managed.get(domid);
+    if (!m) return;
+    m.build = { ...m.build, disks: f(m.build.disks ?? []) };
+    if (m.config) m.config = { ...m.config, disks: f(m.config.disks) };
+  }
 
   async xsDirectory(path: string): Promise<string[]> {
     try { return await this.o.xb.directory(path); } catch (e) { throw xsError(e, path); }

@@ -14,12 +14,24 @@
  * What Dom0 can serve is narrower than what Xen can parse: raw files (or an
  * empty CD-ROM drive) through blkback. Everything else parses, then is refused
  * with a message saying so, so that no domain is created half-configured.
+ *
+ * Two extensions of ours (not Xen's; xl would refuse them):
+ *   size=<n>[K|M|G]    create the target, sparse, at this size if it does not
+ *                      exist (1024-based; bytes without a suffix, a multiple
+ *                      of 512); an existing file is used as it is.
+ *   backendtype=null   a null device for benchmarks: reads return zeroes,
+ *                      writes are dropped; needs size=, takes no target.
  */
 
 export type DiskAccess = 'rw' | 'ro';
 export type DiskDevtype = 'disk' | 'cdrom';
 /** The formats we can serve; Xen also knows qcow, qcow2, vhd and qed. */
 export type DiskFormat = 'raw' | 'empty';
+/** Backend types we serve: Xen's `phy` and our `null`. */
+export type DiskBackendtype = 'phy' | 'null';
+
+/** Sector size of the size= extension: sizes are whole sectors. */
+export const DISK_SECTOR_BYTES = 512;
 
 export interface DiskSpec {
   /** The backing file (Xen's pdev_path); '' for an empty CD-ROM drive. */
@@ -31,8 +43,17 @@ export interface DiskSpec {
   readonly devtype: DiskDevtype;
   /** The backend domain's name (a driver domain); default Dom0. */
   readonly backend?: string;
-  /** `phy`, the kernel blkback; the only backend type we have. */
-  readonly backendtype?: 'phy';
+  /**
+   * `phy`, blkback serving the file; `null` (our extension), a device of
+   * `size` bytes whose reads return zeroes and whose writes are dropped.
+   */
+  readonly backendtype?: DiskBackendtype;
+  /**
+   * Our extension `size=`: bytes, a positive multiple of 512. With a target:
+   * create it sparse at this size if it does not exist. With
+   * backendtype=null: the device's size.
+   */
+  readonly size?: number;
   /** `discard` / `no-discard`. */
   readonly discard?: boolean;
   /** `direct-io-safe`. */
@@ -59,6 +80,7 @@ interface DiskDraft {
   discard?: boolean;
   directIoSafe?: boolean;
   trusted?: boolean;
+  size?: number;
   hadDeprecatedPrefix: boolean;
   accessSet: boolean;
 }
@@ -148,9 +170,16 @@ function parameter(d: DiskDraft, token: string): string | null {
       else return `unknown value for devtype: "${v}" (disk or cdrom)`;
       return null;
     case 'backendtype':
-      if (!XEN_BACKENDTYPES.has(v)) return `unknown value for backendtype: "${v}" (phy, tap, qdisk or standalone)`;
+      if (!XEN_BACKENDTYPES.has(v) && v !== 'null') return `unknown value for backendtype: "${v}" (phy, tap, qdisk or standalone; null is ours)`;
       d.backendtype = v;
       return null;
+    case 'size': {
+      const n = parseDiskSize(v);
+      if (typeof n === 'string') return n;
+      if (d.size !== undefined && d.size !== n) return `size respecified (${d.size}, then ${n} bytes)`;
+      d.size = n;
+      return null;
+    }
     case 'specification':
       if (v !== 'xen' && v !== 'virtio') return `unknown value for specification: "${v}" (xen or virtio)`;
       d.specification = v;
@@ -219,13 +248,21 @@ function finish(d: DiskDraft): DiskSpec | string {
   if (!isValidVdev(d.vdev)) return `invalid vdev "${d.vdev}" (xvda, xvdb1, hdc, sda, d0p1 or a number)`;
   const cdrom = d.cdrom === true;
   const target = d.target ?? '';
-  if (target === '' && !cdrom) return 'no target specified';
+  const isNull = d.backendtype === 'null';
+  if (isNull) {
+    if (d.size === undefined) return 'backendtype=null needs size= (the null device\'s size)';
+    if (target !== '') return `backendtype=null takes no target (it has no file), not "${target}"`;
+    if (cdrom) return 'backendtype=null is a disk, not a CD-ROM';
+  } else if (d.size !== undefined && cdrom) {
+    return 'size= creates a disk file; a CD-ROM is read-only media';
+  }
+  if (target === '' && !cdrom && !isNull) return 'no target specified';
   if (/[\x00-\x1f\x7f]/.test(target)) return 'the target contains a control character';
   let format = d.format ?? 'raw';
   if (cdrom && target === '') format = 'empty';
   if (format !== 'raw' && format !== 'empty') return `format ${format} is not supported: Dom0's blkback serves raw files`;
   if (format === 'empty' && target !== '') return `format empty with a target ("${target}")`;
-  if (d.backendtype !== undefined && d.backendtype !== 'phy') return `backendtype ${d.backendtype} is not supported: Dom0 serves disks with blkback (backendtype=phy)`;
+  if (d.backendtype !== undefined && d.backendtype !== 'phy' && !isNull) return `backendtype ${d.backendtype} is not supported: Dom0 serves disks with blkback (backendtype=phy)`;
   if (d.specification === 'virtio') return 'specification=virtio is not supported (PV guests use blkfront)';
   if (d.backend !== undefined && !/^[^\s,=]+$/.test(d.backend)) return `invalid backend domain name "${d.backend}"`;
   return {
@@ -235,7 +272,8 @@ function finish(d: DiskDraft): DiskSpec | string {
     access: cdrom ? 'ro' : d.access ?? 'rw',
     devtype: cdrom ? 'cdrom' : 'disk',
     ...(d.backend !== undefined && d.backend !== '' ? { backend: d.backend } : {}),
-    ...(d.backendtype === 'phy' ? { backendtype: 'phy' as const } : {}),
+    ...(d.backendtype === 'phy' || isNull ? { backendtype: d.backendtype as DiskBackendtype } : {}),
+    ...(d.size !== undefined ? { size: d.size } : {}),
     ...(d.discard !== undefined ? { discard: d.discard } : {}),
     ...(d.directIoSafe ? { directIoSafe: true } : {}),
     ...(d.trusted !== undefined ? { trusted: d.trusted } : {}),
@@ -247,12 +285,57 @@ export function printDiskSpec(s: DiskSpec): string {
   const parts = [`format=${s.format}`, `vdev=${s.vdev}`, `access=${s.access}`, `devtype=${s.devtype}`];
   if (s.backend !== undefined) parts.push(`backend=${s.backend}`);
   if (s.backendtype !== undefined) parts.push(`backendtype=${s.backendtype}`);
+  if (s.size !== undefined) parts.push(`size=${printDiskSize(s.size)}`);
   if (s.discard !== undefined) parts.push(s.discard ? 'discard' : 'no-discard');
   if (s.directIoSafe) parts.push('direct-io-safe');
   if (s.trusted !== undefined) parts.push(s.trusted ? 'trusted' : 'untrusted');
   // `target=` takes the rest of the string minus one trailing comma.
   parts.push(`target=${s.target}${s.target.endsWith(',') ? ',' : ''}`);
   return parts.join(', ');
+}
+
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+
+/**
+ * The value of our `size=` extension: `<n>[K|M|G]`, 1024-based; without a
+ * suffix, bytes, which must be a multiple of 512. Returns the bytes, or a
+ * message naming what is wrong.
+ */
+export function parseDiskSize(v: string): number | string {
+  const m = /^(\d{1,16})([KMG]?)$/.exec(v);
+  if (!m) return `invalid size "${v}" (a number of bytes, a multiple of ${DISK_SECTOR_BYTES}, or with a suffix K, M or G)`;
+  const n = Number(m[1]) * SIZE_UNITS[m[2]];
+  if (n === 0) return 'size must be above 0';
+  if (!Number.isSafeInteger(n)) return `size "${v}" is too large`;
+  if (n % DISK_SECTOR_BYTES !== 0) return `size ${n} is not a multiple of ${DISK_SECTOR_BYTES} bytes (whole sectors)`;
+  return n;
+}
+
+/** A size in bytes as `size=` reads it back: the largest suffix that divides it exactly. */
+export function printDiskSize(bytes: number): string {
+  for (const u of ['G', 'M', 'K'] as const) if (bytes % SIZE_UNITS[u] === 0) return `${bytes / SIZE_UNITS[u]}${u}`;
+  return String(bytes);
+}
+
+/**
+ * Check that an untrusted value (off the control socket) is a DiskSpec:
+ * printed and parsed back, so every rule of the grammar applies. Returns the
+ * normalised copy, or a message naming what is wrong.
+ */
+export function validateDiskSpec(x: unknown): DiskSpec | string {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) return 'the disk specification is not an object';
+  const r = x as Record<string, unknown>;
+  const known = new Set(['target', 'vdev', 'format', 'access', 'devtype', 'backend', 'backendtype', 'discard', 'directIoSafe', 'trusted', 'size']);
+  for (const k of Object.keys(r)) if (!known.has(k)) return `unknown field ${k} in the disk specification`;
+  for (const k of ['target', 'vdev', 'format', 'access', 'devtype']) if (typeof r[k] !== 'string') return `the disk's ${k} must be a string`;
+  for (const k of ['backend', 'backendtype']) if (r[k] !== undefined && typeof r[k] !== 'string') return `the disk's ${k} must be a string`;
+  for (const k of ['discard', 'directIoSafe', 'trusted']) if (r[k] !== undefined && typeof r[k] !== 'boolean') return `the disk's ${k} must be true or false`;
+  if (r.size !== undefined && !Number.isSafeInteger(r.size)) return 'the disk\'s size must be an integer';
+  const back = parseDiskSpec(printDiskSpec(r as unknown as DiskSpec));
+  if (typeof back === 'string') return back;
+  // A field that smuggled in more syntax (a vdev "xvda, target=...") does not come back as it went.
+  if (back.vdev !== r.vdev || back.target !== r.target || (back.backend ?? undefined) !== r.backend) return 'the disk specification is malformed';
+  return back;
 }
 
 const VDEV_FORMS = [/^xvd[a-z]+\d*$/, /^sd[a-z]+\d*$/, /^hd[a-z]\d*$/, /^d\d+(p\d+)?$/, /^\d+$/];

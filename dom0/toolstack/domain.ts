@@ -26,15 +26,18 @@
  *     frontend, frontend-id, online = 1, state = 1, protocol = vt100
  *   /vm/<uuid>                         ro: uuid, name, image/{ostype,kernel,cmdline}, start_time
  *   /libxl/<id>                        [n0]: type = pv, device/
+ *   the config's disks                 vbd.ts (diskAdd), after INTRODUCE, before the caller unpauses
  *
  * ring-ref values are gfns: our guests are auto-translated (as libxl writes
  * dom->xenstore_pfn / console_pfn for translated guests).
  */
 import { randomUUID } from 'node:crypto';
+import { unlink } from 'node:fs/promises';
 import { NO_TX, XenbusError, type TxId, type XenbusClient, type XenbusPerm } from '../../shared/xenbus/client.ts';
 import { XenbusState } from '../../shared/xenbus/state.ts';
 import { buildPv, type PvBuildConfig, type PvBuildState } from '../builder.ts';
 import type { XenCtrl } from '../libxc.ts';
+import { checkBacking, diskAdd, diskRemoveAll } from './vbd.ts';
 
 /** LIBXL_XENCONSOLE_LIMIT and LIBXL_XENCONSOLE_PROTOCOL. */
 export const XENCONSOLE_LIMIT = 1048576;
@@ -122,9 +125,12 @@ export async function writeDom0Entries(xb: XenbusClient): Promise<void> {
  */
 export async function createPvGuest(ctrl: XenCtrl, xb: XenbusClient, c: PvBuildConfig): Promise<PvGuest> {
   await checkNameFree(xb, c.name);
+  // Every disk's backing file, before anything is built (VbdError names the first missing one).
+  for (const d of c.disks ?? []) await checkBacking(d);
   const uuid = c.uuid ?? randomUUID();
   const st = await buildPv(ctrl, { ...c, uuid });
   const g: PvGuest = { ...st, name: c.name, uuid, domPath: domainPath(st.domid), vmPath: `/vm/${uuid}` };
+  const createdFiles: string[] = [];
   try {
     await xb.transaction(async (t) => {
       const tx = new XsTx(xb, t);
@@ -133,8 +139,14 @@ export async function createPvGuest(ctrl: XenCtrl, xb: XenbusClient, c: PvBuildC
       await consoleAdd(tx, g);
     });
     await xb.introduce(g.domid, g.storeGfn, g.storePort);
+    // libxl's domcreate attaches the disks once the domain exists, before it runs.
+    for (const d of c.disks ?? []) {
+      const dev = await diskAdd(xb, g.domid, d);
+      if (dev.createdFile !== undefined) createdFiles.push(dev.createdFile);
+    }
   } catch (e) {
     await destroyPvGuest(ctrl, xb, g.domid).catch(() => undefined);
+    for (const f of createdFiles) await unlink(f).catch(() => undefined);
     throw e;
   }
   return g;
@@ -210,7 +222,8 @@ async function consoleAdd(tx: XsTx, g: PvGuest): Promise<void> {
 }
 
 /**
- * Destroy a guest as libxl__destroy_domid: remove its devices' back ends and
+ * Destroy a guest as libxl__destroy_domid: remove its devices' back ends
+ * (console, /local/domain/0/backend/vbd/<domid>: blkback sees them vanish) and
  * its XenStore entries (/vm, home, /libxl), then destroydomain, retried while
  * its threads stop (`wait` between tries). xenstored and xenconsoled let go
  * of its rings when they see it dying (VIRQ_DOM_EXC).
@@ -219,6 +232,7 @@ export async function destroyPvGuest(ctrl: XenCtrl, xb: XenbusClient, domid: num
   const dom = domainPath(domid);
   const vm = await xb.tryRead(`${dom}/vm`).catch(() => undefined);
   await rmQuiet(xb, `${domainPath(TOOLSTACK_DOMID)}/backend/console/${domid}`);
+  await diskRemoveAll(xb, domid);
   if (vm !== undefined && /^\/vm\/[0-9a-fA-F-]+$/.test(vm)) await rmQuiet(xb, vm);
   await rmQuiet(xb, dom);
   await rmQuiet(xb, libxlPath(domid));

@@ -28,7 +28,8 @@ export function resolveConfigPaths(c: DomainConfig, baseDir: string, file: strin
   const disks = c.disks.map((d) => {
     if (d.target === '') return d;
     const target = abs(d.target);
-    if (!exists(target)) throw new ConfigPathError(`${file}: disk ${d.vdev}: target "${d.target}" does not exist (${target})`);
+    // size= (our extension) creates a missing target: the host makes it.
+    if (d.size === undefined && !exists(target)) throw new ConfigPathError(`${file}: disk ${d.vdev}: target "${d.target}" does not exist (${target})`);
     return { ...d, target };
   });
   return { ...c, kernel, disks };

@@ -20,7 +20,7 @@ import {
   quoteForMessage, XlCfgError,
 } from './cfgsyntax.ts';
 import { type CpuSet, parseCpuList, printCpuList } from './cpulist.ts';
-import { type DiskSpec, parseDiskSpec, printDiskSpec } from './disk.ts';
+import { type DiskSpec, parseDiskSpec, printDiskSpec, vdevNumber } from './disk.ts';
 import { parseVifSpec, printVifSpec, type VifSpec } from './vif.ts';
 
 export { XlCfgError, type CfgIssue } from './cfgsyntax.ts';
@@ -351,10 +351,14 @@ class ConfigBuilder {
   }
 
   private checkDisks(disks: readonly DiskSpec[], s: CfgSetting | undefined): void {
-    const seen = new Set<string>();
+    // By device number: xvda and 51712 are the same device (xen-vbd-interface(7)).
+    const seen = new Map<number, string>();
     for (const d of disks) {
-      if (seen.has(d.vdev)) this.error(s!.value.pos, `disk: vdev ${d.vdev} is used twice`);
-      seen.add(d.vdev);
+      const n = vdevNumber(d.vdev) ?? -1;
+      const prev = seen.get(n);
+      if (prev === d.vdev) this.error(s!.value.pos, `disk: vdev ${d.vdev} is used twice`);
+      else if (prev !== undefined) this.error(s!.value.pos, `disk: vdevs ${prev} and ${d.vdev} are the same device (${n})`);
+      seen.set(n, d.vdev);
     }
   }
 
@@ -451,7 +455,10 @@ export function kernelCmdline(c: DomainConfig): string {
 
 /** What the PV domain builder needs from a configuration. */
 export function toPvBuildConfig(c: DomainConfig): PvBuildConfig {
-  return { name: c.name, kernel: c.kernel, memoryMiB: c.memory, maxmemMiB: c.maxmem, vcpus: c.vcpus, cmdline: kernelCmdline(c) };
+  return {
+    name: c.name, kernel: c.kernel, memoryMiB: c.memory, maxmemMiB: c.maxmem, vcpus: c.vcpus, cmdline: kernelCmdline(c),
+    ...(c.disks.length > 0 ? { disks: c.disks } : {}),
+  };
 }
 
 /**

@@ -12,6 +12,7 @@
  */
 import { CliError, type CliIo, type Ctx, type XlCommand } from './cli-context.ts';
 import { ControlClient } from './client.ts';
+import { BLOCK_COMMANDS } from './cmd-block.ts';
 import { CONSOLE_COMMAND } from './cmd-console.ts';
 import { DOMAIN_COMMANDS } from './cmd-domains.ts';
 import { HOST_COMMANDS } from './cmd-host.ts';
@@ -21,7 +22,7 @@ import { ControlError, controlSocketPath } from './protocol.ts';
 import { XlCfgError } from '../toolstack/xlcfg.ts';
 import { formatIssue } from '../toolstack/cfgsyntax.ts';
 
-export const XL_COMMANDS: readonly XlCommand[] = [...DOMAIN_COMMANDS, CONSOLE_COMMAND, ...HOST_COMMANDS];
+export const XL_COMMANDS: readonly XlCommand[] = [...DOMAIN_COMMANDS, CONSOLE_COMMAND, ...HOST_COMMANDS, ...BLOCK_COMMANDS];
 const XL_BY_NAME = new Map([...XL_COMMANDS, ...XENSTORE_COMMANDS].map((c) => [c.name, c]));
 const XS_BY_NAME = new Map(XENSTORE_COMMANDS.map((c) => [c.name, c]));
 

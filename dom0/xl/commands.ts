@@ -7,6 +7,7 @@
  */
 import { errnoName } from '../../shared/errno.ts';
 import { checkDomainName, validateDomainConfig, XlCfgError, type DomainConfig } from '../toolstack/xlcfg.ts';
+import { validateDiskSpec, vdevNumber } from '../toolstack/disk.ts';
 import type { ControlHandlers, ConsoleStream, EventStream } from './handlers.ts';
 import { ControlError, PROTOCOL_VERSION } from './protocol.ts';
 import type { DomainSummary, WatchEvent } from './types.ts';
@@ -253,6 +254,30 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     return { timeNs, host, domains, stats, ...(withVcpus ? { vcpus } : {}) };
   },
   stats: async (h) => [...(await h.stats())],
+
+  'block-attach': async (h, a) => {
+    const d = await domainArg(h, a);
+    const spec = validateDiskSpec(a.spec);
+    if (typeof spec === 'string') throw new ControlError('EINVAL', spec, { domid: d.domid, domain: d.ref });
+    if (d.domid === 0) throw new ControlError('EPERM', 'Domain-0 has no block frontend here: attach disks to guests', { domid: 0, domain: d.ref });
+    const devid = await onDomain(d, () => h.blockAttach(d.domid, spec));
+    return { domid: d.domid, devid };
+  },
+  'block-detach': async (h, a) => {
+    const d = await domainArg(h, a);
+    const ref = str(a, 'devid', 64);
+    const force = bool(a, 'force');
+    // libxl_devid_to_device_disk: a vdev name or number; one that encodes none is not connected.
+    const devid = vdevNumber(ref);
+    if (devid === null) throw new ControlError('ENOENT', `Device ${ref} not connected`, { domid: d.domid, domain: d.ref });
+    if (d.domid === 0) throw new ControlError('EPERM', 'Domain-0 has no block devices here', { domid: 0, domain: d.ref });
+    await onDomain(d, () => h.blockDetach(d.domid, devid, force));
+    return { domid: d.domid, devid };
+  },
+  'block-list': async (h, a) => {
+    const d = await domainArg(h, a);
+    return { domid: d.domid, devices: [...(await onDomain(d, () => h.blockList(d.domid)))] };
+  },
 
   'xs-directory': async (h, a) => [...(await h.xsDirectory(xsPath(a)))],
   'xs-read': async (h, a) => h.xsRead(xsPath(a)),

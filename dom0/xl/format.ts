@@ -6,7 +6,7 @@
 import type { DomainConfig, ShutdownAction } from '../toolstack/xlcfg.ts';
 import { cpuSetMembers } from '../toolstack/cpulist.ts';
 import { isCpuSetList, kernelCmdline } from '../toolstack/xlcfg.ts';
-import type { DomainSummary, DomainVcpus, HostInfo, SchedParams, SchedPoolParams, VcpuInfo } from './types.ts';
+import type { DomainSummary, DomainVcpus, HostInfo, SchedParams, SchedPoolParams, VbdInfo, VcpuInfo } from './types.ts';
 
 // ---------------------------------------------------------------- printf pieces
 
@@ -127,6 +127,7 @@ export function formatListLong(entries: readonly ListLongEntry[], nrCpus: number
       if (c.disks.length > 0) {
         config.disks = c.disks.map((d) => ({
           pdev_path: d.target, vdev: d.vdev, ...(d.backend ? { backend_domname: d.backend } : {}),
+          ...(d.backendtype ? { backend: d.backendtype } : {}),
           format: d.format, readwrite: d.access === 'rw' ? 1 : 0, is_cdrom: d.devtype === 'cdrom' ? 1 : 0,
         }));
       }
@@ -302,4 +303,16 @@ export function formatUptime(doms: readonly Pick<DomainSummary, 'domid' | 'name'
 export function localHms(d: Date): string {
   const p = (n: number): string => String(n).padStart(2, '0');
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+// ---------------------------------------------------------------- block-list
+
+/** xl_block.c main_blocklist: printf("%-5s %-3s %-6s %-5s %-6s %-8s %-30s\n", "Vdev", "BE", "handle", "state", "evt-ch", "ring-ref", "BE-path"). */
+export function formatBlockListHeader(): string {
+  return `${lj('Vdev', 5)} ${lj('BE', 3)} ${lj('handle', 6)} ${lj('state', 5)} ${lj('evt-ch', 6)} ${lj('ring-ref', 8)} ${lj('BE-path', 30)}\n`;
+}
+
+/** main_blocklist: printf("%-5d %-3d %-6d %-5d %-6d %-8d %-30s\n", devid, backend_id, frontend_id, state, evtchn, rref, backend). */
+export function formatBlockListRow(d: VbdInfo): string {
+  return `${lj(d.devid, 5)} ${lj(d.backendId, 3)} ${lj(d.frontendId, 6)} ${lj(d.state, 5)} ${lj(d.evtchn, 6)} ${lj(d.ringRef, 8)} ${lj(d.backendPath, 30)}\n`;
 }

@@ -9,9 +9,10 @@
  * Error (code EFAIL). Messages should say what failed; the server adds which
  * domain.
  */
+import type { DiskSpec } from '../toolstack/disk.ts';
 import type { DomainConfig } from '../toolstack/xlcfg.ts';
 import type {
-  DomainStats, DomainSummary, HostInfo, SchedParams, SchedPoolParams, VcpuInfo, WatchEvent,
+  DomainStats, DomainSummary, HostInfo, SchedParams, SchedPoolParams, VbdInfo, VcpuInfo, WatchEvent,
 } from './types.ts';
 
 export type Awaitable<T> = T | Promise<T>;
@@ -68,6 +69,20 @@ export interface ControlHandlers {
   schedPool(): Awaitable<SchedPoolParams>;
   /** Ring traffic per domain (backends' counters), for xl top. */
   stats(): Awaitable<readonly DomainStats[]>;
+  /**
+   * Add a virtual block device (libxl_device_disk_add); returns its devid.
+   * `spec` is validated; `domid` is a guest, never Dom0. Fails with EEXIST
+   * when the vdev is in use, ENOENT when the backing file is missing.
+   */
+  blockAttach(domid: number, spec: DiskSpec): Awaitable<number>;
+  /**
+   * Remove device `devid`: ask the backend to close and wait for it
+   * (libxl_device_disk_remove), or with `force` remove it at once
+   * (libxl_device_disk_destroy). ENOENT when there is no such device.
+   */
+  blockDetach(domid: number, devid: number, force: boolean): Awaitable<void>;
+  /** The guest's virtual block devices, ascending devid (xl block-list). */
+  blockList(domid: number): Awaitable<readonly VbdInfo[]>;
   /** xenstore, as a privileged (Dom0) connection. */
   xsDirectory(path: string): Awaitable<readonly string[]>;
   xsRead(path: string): Awaitable<Uint8Array>;
@@ -91,7 +106,7 @@ export interface ControlHandlers {
 /** Every method of ControlHandlers, for wrappers. */
 export const CONTROL_HANDLER_METHODS = [
   'list', 'domainConfig', 'info', 'create', 'destroy', 'shutdown', 'reboot', 'pause', 'unpause', 'dmesg', 'vcpuList',
-  'memSet', 'memMax', 'rename', 'schedGet', 'schedSet', 'schedPool', 'stats', 'xsDirectory', 'xsRead', 'xsWrite', 'xsRm',
+  'memSet', 'memMax', 'rename', 'schedGet', 'schedSet', 'schedPool', 'stats', 'blockAttach', 'blockDetach', 'blockList', 'xsDirectory', 'xsRead', 'xsWrite', 'xsRm',
   'xsGetPerms', 'xsWatch', 'console',
 ] as const satisfies readonly (keyof ControlHandlers)[];
 

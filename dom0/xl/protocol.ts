@@ -21,10 +21,11 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Packr, Unpackr } from 'msgpackr';
+import type { DiskSpec } from '../toolstack/disk.ts';
 import type { DomainConfig } from '../toolstack/xlcfg.ts';
 import type { ListLongEntry } from './format.ts';
 import type {
-  DomainStats, DomainSummary, DomainVcpus, HostInfo, SchedParams, SchedPoolParams, TopSample, WatchEvent,
+  DomainStats, DomainSummary, DomainVcpus, HostInfo, SchedParams, SchedPoolParams, TopSample, VbdInfo, WatchEvent,
 } from './types.ts';
 
 export const PROTOCOL_VERSION = 1;
@@ -124,6 +125,11 @@ export interface ControlApi {
   'sched-set': { args: { domain: DomainRef; weight?: number; cap?: number }; result: { domid: number } };
   top: { args: { vcpus: boolean }; result: TopSample };
   stats: { args: Record<string, never>; result: DomainStats[] };
+  /** libxl_device_disk_add; the spec as xl parsed it, its target absolute. */
+  'block-attach': { args: { domain: DomainRef; spec: DiskSpec }; result: { domid: number; devid: number } };
+  /** `devid`: a vdev name (xvdb) or its number, as xl block-detach takes it. */
+  'block-detach': { args: { domain: DomainRef; devid: string; force: boolean }; result: { domid: number; devid: number } };
+  'block-list': { args: { domain: DomainRef }; result: { domid: number; devices: VbdInfo[] } };
   'xs-directory': { args: { path: string }; result: string[] };
   'xs-read': { args: { path: string }; result: Uint8Array };
   'xs-write': { args: { path: string; value: Uint8Array }; result: null };

@@ -195,3 +195,28 @@ export function summaryFromDomainInfo(
 export function hostUname(): Pick<HostInfo, 'host' | 'release' | 'version' | 'machine'> {
   return { host: hostname(), release: release(), version: version(), machine: machine() };
 }
+
+/**
+ * One virtual block device, as `xl block-list` shows it (libxl_diskinfo,
+ * read by libxl_device_disk_getinfo from the frontend's and backend's
+ * xenstore nodes). A value the frontend has not written is -1, as libxl
+ * reports it.
+ */
+export interface VbdInfo {
+  /** The virtual device number (xen-vbd-interface(7)): `Vdev`. */
+  readonly devid: number;
+  /** The vdev name the device was created with (the backend's `dev`), '' when unknown. */
+  readonly vdev: string;
+  /** The backend's domain (frontend `backend-id`): `BE`. */
+  readonly backendId: number;
+  /** The frontend's domain: xl prints it as `handle`. */
+  readonly frontendId: number;
+  /** The frontend's XenbusState: `state`. */
+  readonly state: number;
+  /** The frontend's `event-channel`: `evt-ch`. */
+  readonly evtchn: number;
+  /** The frontend's `ring-ref`: `ring-ref`. */
+  readonly ringRef: number;
+  /** The frontend's `backend`: `BE-path`. */
+  readonly backendPath: string;
+}

@@ -32,6 +32,36 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
     if (!b) throw new GuestFault(gpa, false);
     return b;
   };
+  const mem8 = hv.mem8;
+  /** GuestMemory.readInto: copies page by page; short pieces byte by byte (a view costs more than they do). */
+  const readInto = (gpa: number, dst: Uint8Array): void => {
+    if (!(dst instanceof Uint8Array)) throw new TypeError('guest memory readInto needs a Uint8Array');
+    const len = dst.length;
+    if (!Number.isSafeInteger(gpa) || gpa < 0 || !Number.isSafeInteger(gpa + len)) throw new GuestFault(gpa, false);
+    if (len === 0) return;
+    // Check every page first so a fault leaves `dst` untouched.
+    const first = gpaToMachine(hv, slot, gpa, false);
+    if (first < 0) throw new GuestFault(gpa, false);
+    const end = gpa + len;
+    for (let a = (Math.floor(gpa / PAGE_SIZE) + 1) * PAGE_SIZE; a < end; a += PAGE_SIZE) {
+      if (gpaToMachine(hv, slot, a, false) < 0) throw new GuestFault(a, false);
+    }
+    let done = 0;
+    let ma = first;
+    for (;;) {
+      const n = Math.min(len - done, PAGE_SIZE - ((gpa + done) % PAGE_SIZE));
+      if (n <= 16) {
+        for (let i = 0; i < n; i++) dst[done + i] = mem8[ma + i];
+      } else {
+        dst.set(mem8.subarray(ma, ma + n), done);
+      }
+      done += n;
+      if (done === len) return;
+      ma = gpaToMachine(hv, slot, gpa + done, false);
+      // Checked above; only a concurrent unmap on another vCPU gets here.
+      if (ma < 0) throw new GuestFault(gpa + done, false);
+    }
+  };
   const write = (gpa: number, data: Uint8Array): void => {
     if (!(data instanceof Uint8Array)) throw new TypeError('guest memory write needs a Uint8Array');
     if (!copyToGuest(hv, slot, gpa, data)) throw new GuestFault(gpa, true);
@@ -52,6 +82,7 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   };
   const api: GuestMemory = {
     read,
+    readInto,
     write,
     readU8: (gpa) => readN(gpa, 1).getUint8(0),
     readU16: (gpa) => readN(gpa, 2).getUint16(0, true),

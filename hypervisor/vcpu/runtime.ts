@@ -23,6 +23,7 @@ import { D, G, HvState, V, VPF_down, VPF_initialised, VPF_killed, VPF_shutdown, 
 import { doHypercall } from '../hypercall/table.ts';
 import { VcpuCtx, type SchedHooks } from './context.ts';
 import { makeGuestMemory } from './guest-memory.ts';
+import { makeHostDma } from './host-dma.ts';
 
 /** The project root: kernel paths in images are relative to it. */
 export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -210,6 +211,7 @@ export class VcpuRuntime implements SchedHooks {
     return Object.freeze({
       sleep: (ms: number) => off(new Promise<void>((r) => setTimeout(r, ms))),
       wait: <T>(p: Promise<T>) => off(p),
+      dma: makeHostDma(this.hv, this.slot),
     });
   }
 

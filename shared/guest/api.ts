@@ -7,7 +7,8 @@
  *    SharedArrayBuffer or a typed array over machine memory);
  *  - `startInfo`: the guest-physical address of its start_info page;
  *  - `host`: only for the initial domain (Dom0), ways to wait for host I/O
- *    that give the pCPU away meanwhile.
+ *    that give the pCPU away meanwhile, and `host.dma` to move bytes between
+ *    a host file and its guest-physical memory.
  */
 
 /** A hypercall register value. */
@@ -26,6 +27,11 @@ export class GuestFault extends Error {
 export interface GuestMemory {
   /** A private copy of [gpa, gpa + len). */
   read(gpa: number, len: number): Uint8Array;
+  /**
+   * Copy [gpa, gpa + dst.length) into the caller's buffer, allocating nothing.
+   * Throws GuestFault (at the first unmapped address) before copying anything.
+   */
+  readInto(gpa: number, dst: Uint8Array): void;
   /** Copy `data` to [gpa, gpa + data.length). All or nothing. */
   write(gpa: number, data: Uint8Array): void;
   readU8(gpa: number): number;
@@ -53,10 +59,34 @@ export interface GuestMemory {
   atomicStore32(gpa: number, v: number): void;
 }
 
-/** Host services for the initial domain: each gives the pCPU away while it waits. */
+/** A guest-physical byte range of this domain's memory. */
+export interface GuestRange { readonly gpa: number; readonly len: number }
+
+/**
+ * Host I/O straight between a host file descriptor and this domain's
+ * guest-physical memory (Dom0 only): the DMA engine of Dom0's backends, so
+ * that data moves between a file and a (granted) guest frame without a copy
+ * and without a view of machine memory. Synchronous, on this vCPU's thread.
+ * Every range is checked before any I/O: a range that is not safe integers
+ * (gpa >= 0, len >= 0) or touches a page this domain has not mapped (for
+ * preadv: mapped writable; a read-only grant mapping is refused) throws
+ * GuestFault for the first bad address, and nothing is read or written.
+ * A bad fd or position (not a safe integer >= 0) throws RangeError, also
+ * before any I/O, and `ranges` that is not an array of objects throws
+ * TypeError. Host errors (EBADF, EIO, ...) are thrown as Node's errors.
+ */
+export interface HostDma {
+  /** preadv(2): fill `ranges` (in order) from `fd` starting at file offset `position`. Returns bytes read (< total only at end of file). */
+  preadv(fd: number, ranges: readonly GuestRange[], position: number): number;
+  /** pwritev(2): write `ranges` (in order) to `fd` at `position`. Returns bytes written (always the total, or it throws). */
+  pwritev(fd: number, ranges: readonly GuestRange[], position: number): number;
+}
+
+/** Host services for the initial domain: each gives the pCPU away while it waits (dma excepted: it is synchronous). */
 export interface HostServices {
   sleep(ms: number): Promise<void>;
   wait<T>(p: Promise<T>): Promise<T>;
+  readonly dma: HostDma;
 }
 
 export interface KernelApi {

@@ -13,9 +13,10 @@ import {
 } from '../../hypervisor/state.ts';
 import { VcpuCtx, type SchedHooks } from '../../hypervisor/vcpu/context.ts';
 import { makeGuestMemory } from '../../hypervisor/vcpu/guest-memory.ts';
+import { makeHostDma } from '../../hypervisor/vcpu/host-dma.ts';
 import { buddyFreeMap } from '../../hypervisor/mm/buddy.ts';
 import { buddyOf } from '../../hypervisor/mm/frames.ts';
-import type { KernelApi, Reg } from '../../shared/guest/api.ts';
+import type { HostDma, KernelApi, Reg } from '../../shared/guest/api.ts';
 import { Xen } from '../../shared/guest/xen.ts';
 import { XenCtrl } from '../../dom0/libxc.ts';
 import { buildPvDomain, type PvBuildConfig } from '../../dom0/builder.ts';
@@ -75,6 +76,8 @@ export class TestMachine {
   readonly port = new SyncPort();
   readonly dom0: TestVcpu;
   readonly ctrl: XenCtrl;
+  /** Dom0's host DMA capability (what its KernelApi.host.dma is on a real vCPU thread). */
+  readonly dma: HostDma;
 
   constructor(over: Partial<HostConfig> = {}, dom0MemMiB = 1) {
     const cfg = hostConfig({ ...TEST_CONFIG, ...over });
@@ -85,6 +88,7 @@ export class TestMachine {
     // Dom0 is running from the test's point of view.
     Atomics.store(this.hv.dom, this.hv.d(slot, D.pause_count), 0);
     this.dom0 = this.vcpu(slot, 0);
+    this.dma = makeHostDma(this.hv, slot);
     this.ctrl = new XenCtrl(this.dom0.xen);
   }
 

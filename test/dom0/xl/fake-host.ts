@@ -6,10 +6,12 @@
  * with their domain, watches) for their tests.
  */
 import type { DomainConfig } from '../../../dom0/toolstack/xlcfg.ts';
+import { vdevNumber, type DiskSpec } from '../../../dom0/toolstack/disk.ts';
 import type { ConsoleStream, ControlHandlers, EventStream } from '../../../dom0/xl/handlers.ts';
 import { ControlError } from '../../../dom0/xl/protocol.ts';
 import type {
   DomainStats, DomainSummary, HostInfo, SchedParams, SchedPoolParams, VcpuInfo, WatchEvent,
+  VbdInfo,
 } from '../../../dom0/xl/types.ts';
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
@@ -124,6 +126,35 @@ export class FakeHost implements ControlHandlers {
     return [...this.domains.keys()].map((domid) => ({
       domid, nets: domid === 0 ? [] : [{ devid: 0, txBytes: 4096, txPackets: 4, txErrs: 0, txDrop: 0, rxBytes: 8192, rxPackets: 8, rxErrs: 0, rxDrop: 0 }],
       vbds: [],
+    }));
+  }
+
+  // ------------------------------------------------------------ vbds
+
+  /** Attached block devices per domain: devid -> spec. */
+  readonly vbds = new Map<number, Map<number, DiskSpec>>();
+
+  blockAttach(domid: number, spec: DiskSpec): number {
+    this.get(domid);
+    const devid = vdevNumber(spec.vdev)!;
+    const ds = this.vbds.get(domid) ?? new Map<number, DiskSpec>();
+    if (ds.has(devid)) throw new ControlError('EEXIST', `device already exists in xenstore (vdev ${spec.vdev}, devid ${devid})`);
+    if (spec.target.startsWith('/missing')) throw new ControlError('ENOENT', `Disk vdev=${spec.vdev} failed to stat: ${spec.target}: No such file or directory`);
+    ds.set(devid, spec);
+    this.vbds.set(domid, ds);
+    this.calls.push(`block-attach ${domid} ${devid} ${spec.target}`);
+    return devid;
+  }
+  blockDetach(domid: number, devid: number, force: boolean): void {
+    this.get(domid);
+    if (!this.vbds.get(domid)?.delete(devid)) throw new ControlError('ENOENT', `Device ${devid} not connected`);
+    this.calls.push(`block-detach ${domid} ${devid}${force ? ' force' : ''}`);
+  }
+  blockList(domid: number): VbdInfo[] {
+    this.get(domid);
+    return [...(this.vbds.get(domid) ?? new Map<number, DiskSpec>()).entries()].sort(([a], [b]) => a - b).map(([devid, s], i) => ({
+      devid, vdev: s.vdev, backendId: 0, frontendId: domid, state: i === 0 ? 4 : 1, evtchn: i === 0 ? 3 : -1, ringRef: i === 0 ? 8 : -1,
+      backendPath: `/local/domain/0/backend/vbd/${domid}/${devid}`,
     }));
   }
 

@@ -27,6 +27,13 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
     if (ma < 0) throw new GuestFault(gpa, write);
     return ma;
   };
+  /** Machine address of a naturally aligned scalar (never crosses a page); faults if unmapped. */
+  const mustMap = (gpa: number, write: boolean): number => {
+    if (!Number.isSafeInteger(gpa) || gpa < 0) throw new GuestFault(gpa, write);
+    const ma = gpaToMachine(hv, slot, gpa, write);
+    if (ma < 0) throw new GuestFault(gpa, write);
+    return ma;
+  };
   const read = (gpa: number, len: number): Uint8Array => {
     const b = copyFromGuest(hv, slot, gpa, len);
     if (!b) throw new GuestFault(gpa, false);
@@ -84,13 +91,22 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
     read,
     readInto,
     write,
-    readU8: (gpa) => readN(gpa, 1).getUint8(0),
-    readU16: (gpa) => readN(gpa, 2).getUint16(0, true),
-    readU32: (gpa) => readN(gpa, 4).getUint32(0, true),
+    // Naturally aligned scalars (the common case: struct fields, ring
+    // indexes, bitmaps) go straight to a typed array over machine memory;
+    // others through a DataView of the bytes (possibly across pages).
+    readU8: (gpa) => hv.mem8[mustMap(gpa, false)],
+    readU16: (gpa) => (gpa % 2 === 0 ? mem16[mustMap(gpa, false) >> 1] : readN(gpa, 2).getUint16(0, true)),
+    readU32: (gpa) => (gpa % 4 === 0 ? hv.mem32[mustMap(gpa, false) >> 2] >>> 0 : readN(gpa, 4).getUint32(0, true)),
     readU64: (gpa) => readN(gpa, 8).getBigUint64(0, true),
-    writeU8: (gpa, v) => writeN(gpa, 1, (dv) => dv.setUint8(0, v)),
-    writeU16: (gpa, v) => writeN(gpa, 2, (dv) => dv.setUint16(0, v, true)),
-    writeU32: (gpa, v) => writeN(gpa, 4, (dv) => dv.setUint32(0, v >>> 0, true)),
+    writeU8: (gpa, v) => { hv.mem8[mustMap(gpa, true)] = v; },
+    writeU16: (gpa, v) => {
+      if (gpa % 2 === 0) mem16[mustMap(gpa, true) >> 1] = v;
+      else writeN(gpa, 2, (dv) => dv.setUint16(0, v, true));
+    },
+    writeU32: (gpa, v) => {
+      if (gpa % 4 === 0) hv.mem32[mustMap(gpa, true) >> 2] = v | 0;
+      else writeN(gpa, 4, (dv) => dv.setUint32(0, v >>> 0, true));
+    },
     writeU64: (gpa, v) => writeN(gpa, 8, (dv) => dv.setBigUint64(0, BigInt.asUintN(64, BigInt(v)), true)),
     fill: (gpa, len, value) => write(gpa, new Uint8Array(len).fill(value)),
     atomicOr32: (gpa, v) => Atomics.or(hv.mem32, w32(gpa, true), v | 0) >>> 0,

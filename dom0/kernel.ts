@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
  *    creates the guests named on its command line as libxl does (build,
  *    XenStore entries, INTRODUCE, unpause) and applies each managed guest's
  *    on_poweroff / on_reboot / on_crash action when it shuts down;
+ *  - blkback (blkback/driver.ts): the block backend, serving every vbd the
+ *    toolstack creates under /local/domain/0/backend/vbd (docs/block.md);
  *  - the control socket for `xl` (xl/server.ts, $XENTS_CONTROL_PATH): the
  *    toolstack's ControlHandlers, run as work posted to the loop;
  * and streams the hypervisor console (every domain's console_io output and
@@ -46,6 +48,8 @@ import { postedHandlers } from './xl/handlers.ts';
 import { ControlServer } from './xl/server.ts';
 import { Xenconsoled } from './xenconsoled/daemon.ts';
 import { XenstoredService } from './xenstored/service.ts';
+import { GrantTable } from '../shared/guest/gnttab.ts';
+import { BlkbackDriver } from './blkback/driver.ts';
 
 export interface Dom0Cmdline {
   readonly guests: readonly PvBuildConfig[];
@@ -143,6 +147,11 @@ export default async function dom0(k: KernelApi): Promise<void> {
   loop.watchHostClients(() => xs.socketClients);
   loop.runPosted();
   await writeDom0Entries(xs.xb);
+  // blkback maps frontends' grants through Dom0's own grant table (it grants
+  // nothing itself), set up when the first vbd appears.
+  const blkback = await BlkbackDriver.start({ xb: xs.xb, ev, gt: () => new GrantTable(xen), dma: host.dma, post: loop.post });
+  // An fdatasync completion is a host callback: it runs only while Dom0 is awake, so sleep briefly while one is due.
+  loop.watchHostClients(() => blkback.pendingHostIo);
   const consoled = await Xenconsoled.start({ ctrl, ev, xb: xs.xb, stdout: (l) => out(l + '\n'), print: say });
 
   const toolstack = new Dom0Toolstack({
@@ -201,6 +210,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   say('all guests have shut down; powering off');
   if (control) await host.wait(control.close());
   consoled.close();
+  await blkback.close();
   await host.wait(xs.close());
   drainConsole();
   xen.shutdown(SHUTDOWN_poweroff);

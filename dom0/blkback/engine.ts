@@ -1,0 +1,271 @@
+/**
+ * blkback's request engine for one connected ring (Linux: do_block_io_op,
+ * __do_block_io_op, dispatch_rw_block_io, make_response).
+ *
+ * A kick (the ring's event channel, or the end of a barrier) consumes every
+ * request available: each is taken out of its slot as a private copy
+ * (BackRing.takeRequest; the slot is never read again), decoded, checked into
+ * a private object (validate.ts) and only then acted on. Responses are put as
+ * requests finish and pushed once per batch (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY,
+ * notifying only when the frontend asked); RING_FINAL_CHECK_FOR_REQUESTS then
+ * re-arms req_event and catches requests that raced with it.
+ *
+ * Reads and writes are synchronous (HostDma preadv/pwritev on Dom0's vCPU).
+ * FLUSH_DISKCACHE runs fdatasync in the host's thread pool and is answered
+ * when it returns (from work posted to Dom0's loop); other requests go on
+ * meanwhile. WRITE_BARRIER stops consumption: earlier writes are done (they
+ * were synchronous), fdatasync runs, then the barrier's own data is written,
+ * it is answered, and consumption resumes.
+ *
+ * An impossible req_prod halts the ring for good (Linux's "Frontend provided
+ * bogus ring requests ... Halting ring processing"); Dom0 is unharmed.
+ * `stop` (disconnect) answers every request still in flight with
+ * BLKIF_RSP_ERROR, so none is lost.
+ */
+import {
+  BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
+  SEGS_PER_INDIRECT_FRAME,
+} from '../../shared/abi/blkif.ts';
+import { BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
+import { decodeIndirectSegments, decodeRequest, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import type { GuestMemory } from '../../shared/guest/api.ts';
+import type { GrantTable } from '../../shared/guest/gnttab.ts';
+import { limitedWarn, logger, RateLimiter } from '../../shared/log.ts';
+import type { BackRing } from '../../shared/ring/ring.ts';
+import type { GfnPool } from './gfn-pool.ts';
+import { copyIndirectPages, RequestMappings, type GrantIoStats } from './grant-io.ts';
+import type { PersistentGrants } from './persistent.ts';
+import type { BlockStorage } from './storage.ts';
+import { checkRequest, indirectPages, type CheckedDiscard, type CheckedIo, type DiskLimits } from './validate.ts';
+
+const log = logger('blkback');
+const RSP = BLKIF_RESPONSE.fields;
+/** Lines a frontend can trigger: rate-limited per device. */
+const limiter = new RateLimiter();
+
+export interface EngineDeps {
+  readonly ring: BackRing;
+  /** Dom0's memory (indirect pages are read from their mappings). */
+  readonly mem: Pick<GuestMemory, 'readInto'>;
+  readonly gt: GrantTable;
+  readonly pool: GfnPool;
+  readonly storage: BlockStorage;
+  readonly limits: DiskLimits;
+  readonly frontendId: number;
+  /** Persistent grants of this connection, or null when not negotiated. */
+  readonly persistent: PersistentGrants | null;
+  /** Send an event to the frontend. */
+  readonly notify: () => void;
+  /** Queue work for Dom0's loop (host callbacks must not act themselves). */
+  readonly post: (work: () => void) => void;
+  /** The device, for logs ("dev=%04x" in Linux: we print <domid>/<devid>). */
+  readonly dev: string;
+}
+
+export interface EngineStats extends GrantIoStats {
+  requests: number;
+  errors: number;
+}
+
+type EngineState = 'running' | 'halted' | 'stopped';
+
+interface InFlight { readonly id: bigint; readonly rspOp: number }
+
+export class BlkifEngine {
+  readonly stats: EngineStats = { requests: 0, errors: 0, mapCalls: 0, grantsMapped: 0, persistentHits: 0 };
+  private state: EngineState = 'running';
+  /** A WRITE_BARRIER waiting for its sync: no request is consumed meanwhile. */
+  private barrier = false;
+  private readonly inFlight = new Set<InFlight>();
+  private readonly rsp = new Uint8Array(BLKIF_RESPONSE.size);
+  private readonly rspView = new DataView(this.rsp.buffer);
+  /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes). */
+  private readonly entry = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+  private readonly maps: RequestMappings;
+  private kicking = false;
+
+  constructor(private readonly d: EngineDeps) {
+    this.maps = new RequestMappings(d.gt, d.pool, d.frontendId, d.persistent, this.stats);
+  }
+
+  get halted(): boolean { return this.state === 'halted'; }
+  /** Flushes and barriers not yet answered. */
+  get pending(): number { return this.inFlight.size; }
+
+  /** Consume and serve every request available (the event channel's handler). */
+  kick(): void {
+    if (this.state !== 'running' || this.kicking) return;
+    this.kicking = true;
+    try {
+      this.serve();
+    } finally {
+      this.kicking = false;
+    }
+  }
+
+  private serve(): void {
+    const ring = this.d.ring;
+    for (;;) {
+      if (this.barrier) break;
+      let n = ring.unconsumedRequests();
+      if (n < 0) return this.halt();
+      while (n-- > 0 && !this.barrier) this.handle(this.takeRequest());
+      this.push();
+      if (this.barrier) break;
+      const more = ring.finalCheckForRequests();
+      if (more < 0) return this.halt();
+      if (more === 0) break;
+    }
+  }
+
+  /** RING_REQUEST_PROD_OVERFLOW: stop this ring for good; the device stays until disconnected. */
+  private halt(): void {
+    const ring = this.d.ring;
+    const rp = ring.reqProd;
+    const rc = ring.rspProdPvt;
+    this.state = 'halted';
+    this.push();
+    limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev },
+      `Frontend provided bogus ring requests (${rp} - ${rc} = ${(rp - rc) | 0}). Halting ring processing on dev=${this.d.dev}`);
+  }
+
+  /**
+   * Disconnect: stop consuming, answer what is in flight with ERROR, push.
+   * Late completions (an fdatasync returning afterwards) are ignored.
+   */
+  stop(): void {
+    if (this.state === 'stopped') return;
+    this.state = 'stopped';
+    this.barrier = false;
+    for (const f of this.inFlight) this.respond(f.id, f.rspOp, BLKIF_RSP_ERROR);
+    this.inFlight.clear();
+    this.push();
+  }
+
+  /** Serve what the ring holds now (toolstack removal: requests pushed before the unplug are not lost). */
+  drain(): void { this.kick(); }
+
+  /** RING_PUSH_RESPONSES_AND_CHECK_NOTIFY; an event only if the frontend asked (rsp_event). */
+  private push(): void {
+    if (this.d.ring.pushResponsesAndCheckNotify()) this.d.notify();
+  }
+
+  private respond(id: bigint, op: number, status: number): void {
+    if (status !== BLKIF_RSP_OKAY) this.stats.errors++;
+    // encodeResponse's layout (BLKIF_RESPONSE), into our one buffer through one DataView: no allocation.
+    const dv = this.rspView;
+    dv.setBigUint64(RSP.id.offset, id, true);
+    dv.setUint8(RSP.operation.offset, op & 0xff);
+    dv.setInt16(RSP.status.offset, status, true);
+    this.d.ring.putResponse(this.rsp);
+  }
+
+  /**
+   * BackRing.takeRequest without an allocation: copy the slot of req_cons
+   * into our one private entry buffer (GuestMemory.readInto: ~0.17 us against
+   * ~0.7 us for read()'s fresh copy) and advance req_cons. The buffer is
+   * decoded at once into a new object, and never read after that.
+   */
+  private takeRequest(): Uint8Array {
+    const ring = this.d.ring;
+    this.d.mem.readInto(ring.slotAddr(ring.reqCons), this.entry);
+    ring.reqCons = (ring.reqCons + 1) >>> 0;
+    return this.entry;
+  }
+
+  /** One request, from its private copy. */
+  private handle(entry: Uint8Array): void {
+    this.stats.requests++;
+    const req = decodeRequest(entry);
+    let segs: BlkifSegment[] | null = null;
+    if (req.kind === 'indirect') {
+      const pages = indirectPages(req, this.d.limits);
+      if (typeof pages === 'number') segs = this.readIndirect(req.indirectGrefs.slice(0, pages), req.nrSegments);
+    }
+    const c = checkRequest(req, this.d.limits, segs);
+    switch (c.kind) {
+      case 'refuse':
+        limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id), op: c.rspOp }, `bad request: ${c.reason}`);
+        return this.respond(c.id, c.rspOp, c.status);
+      case 'discard':
+        return this.respond(c.id, c.rspOp, this.discard(c));
+      case 'io':
+        if (c.op === BLKIF_OP_WRITE_BARRIER) return this.startBarrier(c);
+        if (c.op === BLKIF_OP_FLUSH_DISKCACHE) return this.startFlush(c);
+        return this.respond(c.id, c.rspOp, this.data(c));
+    }
+  }
+
+  /** The segment arrays of an indirect request: a private copy, or null for a bad indirect gref. */
+  private readIndirect(grefs: readonly number[], count: number): BlkifSegment[] | null {
+    const bytes = count * BLKIF_REQUEST_SEGMENT.size;
+    if (grefs.length * SEGS_PER_INDIRECT_FRAME < count) return null;
+    const copy = copyIndirectPages(this.d.gt, this.d.pool, (gpa, into) => this.d.mem.readInto(gpa, into), this.d.frontendId, grefs, bytes, this.stats);
+    return copy ? decodeIndirectSegments(copy, count) : null;
+  }
+
+  /** Move a checked request's data: a status. */
+  private data(c: CheckedIo): number {
+    if (c.segs.length === 0 || this.d.storage.isNull) return BLKIF_RSP_OKAY;
+    const read = c.op === BLKIF_OP_READ;
+    if (!this.maps.map(c.segs, !read)) {
+      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id) }, 'cannot map a segment grant');
+      return BLKIF_RSP_ERROR;
+    }
+    try {
+      const pos = c.sector * BLKIF_SECTOR_SIZE;
+      const want = c.nrSectors * BLKIF_SECTOR_SIZE;
+      const done = read ? this.d.storage.read(this.maps.ranges, pos) : this.d.storage.write(this.maps.ranges, pos);
+      return done === want ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR;
+    } catch (e) {
+      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, err: String(e) }, 'I/O error');
+      return BLKIF_RSP_ERROR;
+    } finally {
+      this.maps.release();
+    }
+  }
+
+  private discard(c: CheckedDiscard): number {
+    try {
+      this.d.storage.discard(c.sector, c.nrSectors);
+      return BLKIF_RSP_OKAY;
+    } catch (e) {
+      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, err: String(e) }, 'discard failed');
+      return BLKIF_RSP_ERROR;
+    }
+  }
+
+  /**
+   * FLUSH_DISKCACHE: writes before it are done (synchronous), so fdatasync
+   * now covers them; answered OKAY only when it has returned. A flush with
+   * segments writes them first.
+   */
+  private startFlush(c: CheckedIo): void {
+    const pre = this.data(c);
+    if (pre !== BLKIF_RSP_OKAY) return this.respond(c.id, c.rspOp, pre);
+    if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, BLKIF_RSP_OKAY);
+    const f: InFlight = { id: c.id, rspOp: c.rspOp };
+    this.inFlight.add(f);
+    this.d.storage.flush((err) => this.d.post(() => {
+      if (!this.inFlight.delete(f)) return; // answered at disconnect already
+      if (err) limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, err: String(err) }, 'flush failed');
+      this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : BLKIF_RSP_OKAY);
+      this.push();
+    }));
+  }
+
+  /** WRITE_BARRIER: sync what came before, then its own data, then go on with later requests. */
+  private startBarrier(c: CheckedIo): void {
+    if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, this.data(c));
+    const f: InFlight = { id: c.id, rspOp: c.rspOp };
+    this.inFlight.add(f);
+    this.barrier = true;
+    this.d.storage.flush((err) => this.d.post(() => {
+      if (!this.inFlight.delete(f)) return;
+      this.barrier = false;
+      this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : this.data(c));
+      this.push();
+      this.kick();
+    }));
+  }
+}

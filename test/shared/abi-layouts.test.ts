@@ -20,7 +20,13 @@ import { SCHED_POLL, SCHED_REMOTE_SHUTDOWN, SCHED_SHUTDOWN } from '../../shared/
 import { VCPU_RUNSTATE_INFO, VCPU_SET_SINGLESHOT_TIMER } from '../../shared/abi/vcpu.ts';
 import { XENCONS_INTERFACE } from '../../shared/abi/console.ts';
 import type { Fields, Layout } from '../../shared/layout.ts';
-import { defineLayout, StructView, u16, u32, u64 } from '../../shared/layout.ts';
+import { defineLayout, fieldWidth, StructView, u16, u32, u64 } from '../../shared/layout.ts';
+import * as blkif from '../../shared/abi/blkif.ts';
+
+/** One past the last byte any field of `l` covers. */
+function fieldsEnd<F extends Fields>(l: Layout<F>): number {
+  return Math.max(...Object.values(l.fields).map((f) => f.offset + fieldWidth(f)));
+}
 
 function offsets<F extends Fields>(l: Layout<F>): Record<string, number> {
   return Object.fromEntries(Object.entries(l.fields).map(([k, f]) => [k, f.offset]));
@@ -72,6 +78,56 @@ describe('Xen ABI layouts (x86_64)', () => {
     expect(ringSize(4096, 112)).toBe(32); // blkif: 32 entries per page
     expect(ringSize(4096, 12)).toBe(256); // netif tx
     expect(ringSize(4096, 8)).toBe(256); // netif rx
+  });
+
+  it('ring header: the indexes then padding to 64, where the entries start (io/ring.h DEFINE_RING_TYPES)', () => {
+    expect(fieldsEnd(SRING_HEADER)).toBe(16);
+    for (const f of Object.values(SRING_HEADER.fields)) expect(fieldWidth(f)).toBe(4);
+    expect([0, 1, 2, 3, 4].map(blkif.blkifRingSize)).toEqual([32, 64, 128, 256, 512]);
+  });
+
+  it('blkif_request and blkif_request_segment (io/blkif.h)', () => {
+    expect(blkif.BLKIF_REQUEST.size).toBe(112);
+    expect(offsets(blkif.BLKIF_REQUEST)).toEqual({ operation: 0, nr_segments: 1, handle: 2, id: 8, sector_number: 16, seg: 24 });
+    const w = Object.fromEntries(Object.entries(blkif.BLKIF_REQUEST.fields).map(([k, f]) => [k, fieldWidth(f)]));
+    expect(w).toEqual({ operation: 1, nr_segments: 1, handle: 2, id: 8, sector_number: 8, seg: 11 * 8 });
+    expect(fieldsEnd(blkif.BLKIF_REQUEST)).toBe(112);
+    expect(blkif.BLKIF_REQUEST_SEGMENT.size).toBe(8);
+    expect(offsets(blkif.BLKIF_REQUEST_SEGMENT)).toEqual({ gref: 0, first_sect: 4, last_sect: 5 });
+    expect(fieldWidth(blkif.BLKIF_REQUEST_SEGMENT.fields.gref)).toBe(4);
+    expect(blkif.BLKIF_RING_ENTRY_SIZE).toBe(112); // union of request (112) and response (16)
+  });
+
+  it('blkif_request_discard and blkif_request_indirect: the union members behind the same operation byte', () => {
+    expect(offsets(blkif.BLKIF_REQUEST_DISCARD)).toEqual({ operation: 0, flag: 1, handle: 2, id: 8, sector_number: 16, nr_sectors: 24 });
+    expect(fieldWidth(blkif.BLKIF_REQUEST_DISCARD.fields.nr_sectors)).toBe(8);
+    expect(fieldsEnd(blkif.BLKIF_REQUEST_DISCARD)).toBe(32); // sizeof(struct blkif_request_discard) + operation byte: 32
+    expect(offsets(blkif.BLKIF_REQUEST_INDIRECT)).toEqual({ operation: 0, indirect_op: 1, nr_segments: 2, id: 8, sector_number: 16, handle: 24, indirect_grefs: 28 });
+    expect(fieldWidth(blkif.BLKIF_REQUEST_INDIRECT.fields.nr_segments)).toBe(2);
+    expect(fieldWidth(blkif.BLKIF_REQUEST_INDIRECT.fields.handle)).toBe(2);
+    expect(blkif.BLKIF_REQUEST_INDIRECT.fields.indirect_grefs).toMatchObject({ kind: 'array', type: 'u32', count: 8 });
+    expect(fieldsEnd(blkif.BLKIF_REQUEST_INDIRECT)).toBe(60); // padded to 64 on x86_64
+    expect(Math.max(fieldsEnd(blkif.BLKIF_REQUEST_DISCARD), fieldsEnd(blkif.BLKIF_REQUEST_INDIRECT))).toBeLessThanOrEqual(blkif.BLKIF_RING_ENTRY_SIZE);
+  });
+
+  it('blkif_response', () => {
+    expect(blkif.BLKIF_RESPONSE.size).toBe(16);
+    expect(offsets(blkif.BLKIF_RESPONSE)).toEqual({ id: 0, operation: 8, status: 10 });
+    expect(blkif.BLKIF_RESPONSE.fields.status).toMatchObject({ kind: 'scalar', type: 'i16' });
+  });
+
+  it('blkif constants: operations, statuses, limits, info bits', () => {
+    expect([blkif.BLKIF_OP_READ, blkif.BLKIF_OP_WRITE, blkif.BLKIF_OP_WRITE_BARRIER, blkif.BLKIF_OP_FLUSH_DISKCACHE, blkif.BLKIF_OP_RESERVED_1, blkif.BLKIF_OP_DISCARD, blkif.BLKIF_OP_INDIRECT])
+      .toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect([blkif.BLKIF_RSP_OKAY, blkif.BLKIF_RSP_ERROR, blkif.BLKIF_RSP_EOPNOTSUPP]).toEqual([0, -1, -2]);
+    expect(blkif.BLKIF_MAX_SEGMENTS_PER_REQUEST).toBe(11);
+    expect(blkif.BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST).toBe(8);
+    expect(blkif.SEGS_PER_INDIRECT_FRAME).toBe(512); // PAGE_SIZE / sizeof(struct blkif_request_segment)
+    expect(blkif.BLKIF_SECTOR_SIZE).toBe(512);
+    expect(blkif.SECTORS_PER_PAGE).toBe(8);
+    expect(blkif.BLKIF_DISCARD_SECURE).toBe(1);
+    expect([blkif.VDISK_CDROM, blkif.VDISK_REMOVABLE, blkif.VDISK_READONLY]).toEqual([1, 2, 4]);
+    expect(blkif.XEN_IO_PROTO_ABI_X86_64).toBe('x86_64-abi');
   });
 
   it('domctl and sysctl', () => {

@@ -95,6 +95,9 @@ export class GrantTable {
   private readonly mapGfns: ReadonlySet<number>;
   /** One page of our own memory for op arrays (the Xen scratch page keeps single structs). */
   private readonly ops: number;
+  /** A private copy of the op page, reused by every op: no allocation on the data path. */
+  private readonly opBuf = new Uint8Array(PAGE_SIZE);
+  private readonly opView = new DataView(this.opBuf.buffer);
 
   constructor(readonly xen: Xen, o: GrantTableOptions = {}) {
     const q = this.querySize();
@@ -231,24 +234,29 @@ export class GrantTable {
     check(`grant_table_op(${name})`, this.xen.k.hypercall(__HYPERVISOR_grant_table_op, cmd, at, count));
   }
 
-  /** Write `count` entries of `layout` built by `fill` into the op page; returns its address. */
   /**
    * Write `count` entries of `layout` into the op page, each filled by
    * `fill(dv, o, i)` at byte `o` of one DataView (ops are the data path: no
    * object per entry). Returns the op page's address.
    */
   private marshal<F extends Fields>(layout: Layout<F>, count: number, fill: (dv: DataView, o: number, i: number) => void): number {
-    const b = new Uint8Array(layout.size * count);
-    const dv = new DataView(b.buffer);
+    const n = layout.size * count;
+    const dv = this.opView;
+    this.opBuf.fill(0, 0, n);
     for (let i = 0; i < count; i++) fill(dv, i * layout.size, i);
-    this.xen.k.mem.write(this.ops, b);
+    this.xen.k.mem.write(this.ops, this.opBuf.subarray(0, n));
     return this.ops;
   }
 
+  /** The op page's first `count` entries of `layout` as the hypervisor left them, in our private op buffer. */
+  private results<F extends Fields>(layout: Layout<F>, count: number): DataView {
+    this.xen.k.mem.readInto(this.ops, this.opBuf.subarray(0, layout.size * count));
+    return this.opView;
+  }
+
   private statuses<F extends Fields>(layout: Layout<F>, count: number, field: keyof F & string): number[] {
-    const b = this.xen.k.mem.read(this.ops, layout.size * count);
+    const dv = this.results(layout, count);
     const off = layout.fields[field].offset;
-    const dv = new DataView(b.buffer);
     return Array.from({ length: count }, (_, i) => dv.getInt16(i * layout.size + off, true));
   }
 
@@ -280,7 +288,7 @@ export class GrantTable {
         dv.setUint16(o + M.dom.offset, r.domid, true);
       });
       this.gnttabOp('map_grant_ref', GNTTABOP_map_grant_ref, at, part.length);
-      const dv = new DataView(this.xen.k.mem.read(this.ops, GNTTAB_MAP_GRANT_REF.size * part.length).buffer);
+      const dv = this.results(GNTTAB_MAP_GRANT_REF, part.length);
       return part.map((r, i) => {
         const o = i * GNTTAB_MAP_GRANT_REF.size;
         const status = dv.getInt16(o + M.status.offset, true);

@@ -108,6 +108,15 @@ export class EventChannels {
   on(port: number, handler: EventHandler): void { this.handlers.set(port, handler); }
   off(port: number): void { this.handlers.delete(port); }
 
+  /** The ports that have a handler (what an event loop sleeps on), lowest first. */
+  handledPorts(): number[] {
+    return [...this.handlers.keys()].sort((a, b) => a - b);
+  }
+
+  isMasked(port: number): boolean {
+    return (this.xen.k.mem.atomicLoad32(this.wordAddr(MASK, port)) & (1 << (port & 31))) !== 0;
+  }
+
   /** 32-bit word holding `port`'s bit in a 64-bit-word bitmap at `base` of shared_info. */
   private wordAddr(base: number, port: number): number {
     return this.sharedInfo + base + (port >>> 6) * 8 + ((port >>> 5) & 1) * 4;

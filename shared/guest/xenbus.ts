@@ -5,9 +5,10 @@
  * wait for its replies.
  *
  * A PV kernel has no upcalls: replies arrive only when it scans its events.
- * `wait(p)` is the kernel's event loop while it needs `p`: it lets promise
- * continuations run, and when nothing is left to run, sleeps on the xenstore
- * port (SCHEDOP_poll, a slice at a time) and dispatches events, until `p`
+ * `wait(p)` is the kernel's event loop while it needs `p` (KernelLoop.of(ev),
+ * shared/guest/kloop.ts): it lets promise continuations run, and when nothing
+ * is left to run, sleeps on every port with a handler (the xenstore port among
+ * them; SCHEDOP_poll, a slice at a time) and dispatches events, until `p`
  * settles. It returns p's value or throws its error (XenbusError).
  *
  *   const ev = new EventChannels(xen);
@@ -17,12 +18,8 @@
 import { XenbusClient } from '../xenbus/client.ts';
 import { XsRingFrontTransport } from '../xenbus/ring-transport.ts';
 import type { EventChannels } from './evtchn.ts';
+import { KernelLoop } from './kloop.ts';
 import { PAGE_SIZE } from '../types.ts';
-
-/** How long one sleep on the xenstore port lasts before looking again (ns). */
-const WAIT_SLICE_NS = 10_000_000n;
-/** Promise continuations to let run between looks (a request's reply resolves through a few). */
-const MICROTASK_TURNS = 16;
 
 export class GuestXenbus {
   readonly client: XenbusClient;
@@ -39,15 +36,7 @@ export class GuestXenbus {
   }
 
   /** Run this kernel's event loop until `p` settles; its value, or its error thrown. */
-  async wait<T>(p: Promise<T>): Promise<T> {
-    let settled = false;
-    p.then(() => { settled = true; }, () => { settled = true; });
-    while (!settled) {
-      for (let i = 0; i < MICROTASK_TURNS && !settled; i++) await undefined;
-      if (settled) break;
-      this.ev.poll([this.port], this.ev.systemTime() + WAIT_SLICE_NS);
-      this.ev.dispatch();
-    }
-    return p;
+  wait<T>(p: Promise<T>): Promise<T> {
+    return KernelLoop.of(this.ev).run(p);
   }
 }

@@ -1,0 +1,130 @@
+/**
+ * blkfront's shared ring and its shadow table (Linux blkfront's
+ * blkfront_ring_info and blk_shadow): 2^order pages of our memory holding an
+ * io/ring.h ring of blkif entries, each page granted to the backend, and one
+ * shadow per ring slot remembering what the request in flight under that id
+ * was for (which piece of which I/O, which pages), so that a response is
+ * matched to it and so that unanswered requests can be issued again on a new
+ * ring (blkif_recover).
+ *
+ * Request ids are shadow indexes 0..size-1. A response naming an id with no
+ * request in flight is the backend's fault (the caller stops the ring).
+ */
+import { BLKIF_RING_ENTRY_SIZE } from '../../shared/abi/blkif.ts';
+import type { GrantTable } from '../../shared/guest/gnttab.ts';
+import type { Xen } from '../../shared/guest/xen.ts';
+import { FrontRing, ringGeometry, sharedRingInit } from '../../shared/ring/ring.ts';
+import { PAGE_SIZE, type GrantRef } from '../../shared/types.ts';
+import type { GrantedPage } from './grants.ts';
+import { pagedRingMemory } from './paged-memory.ts';
+
+/** One I/O a caller asked for; it completes when all its sectors are answered. */
+export interface IoOp {
+  readonly kind: 'read' | 'write' | 'flush' | 'discard';
+  /** read: where the data goes; write: where it comes from (512-byte sectors, in order). */
+  readonly buf: Uint8Array | undefined;
+  /** Units not yet answered: sectors for read/write/discard, 1 for flush. */
+  left: number;
+  error: Error | undefined;
+  settled: boolean;
+  resolve(): void;
+  reject(e: Error): void;
+}
+
+/** A contiguous part of an IoOp still to send (a request covers one, or the head of one). */
+export interface Piece {
+  readonly op: IoOp;
+  readonly sector: number;
+  /** Units (see IoOp.left). */
+  readonly count: number;
+  /** Byte offset of the piece's data in op.buf. */
+  readonly offset: number;
+}
+
+export interface Shadow {
+  readonly id: number;
+  /** Submission order, to re-issue in the same order after a reconnect. */
+  readonly seq: number;
+  readonly piece: Piece;
+  /** The blkif operation sent (BLKIF_OP_INDIRECT for indirect requests). */
+  readonly operation: number;
+  /** For indirect requests, the operation of its segments. */
+  readonly indirectOp: number | undefined;
+  readonly pages: readonly GrantedPage[];
+  readonly indirectPages: readonly GrantedPage[];
+}
+
+export class BlkRing {
+  readonly front: FrontRing;
+  readonly refs: readonly GrantRef[];
+  private readonly shadows: Array<Shadow | undefined>;
+  private readonly freeIds: number[] = [];
+  private nextSeq = 0;
+  private ended = false;
+
+  /** Allocate 2^order pages, SHARED_RING_INIT, FRONT_RING_INIT, and grant every page to `backend`. */
+  constructor(private readonly xen: Xen, private readonly gnttab: GrantTable, backend: number, readonly order: number) {
+    this.pageGfns = Array.from({ length: 1 << order }, () => xen.allocGfn());
+    const mem = pagedRingMemory(xen.k.mem, this.pageGfns.map((g) => g * PAGE_SIZE));
+    for (let i = 1; i < this.pageGfns.length; i++) mem.write(i * PAGE_SIZE, new Uint8Array(PAGE_SIZE));
+    sharedRingInit(mem, 0);
+    this.front = new FrontRing(mem, ringGeometry(0, PAGE_SIZE << order, BLKIF_RING_ENTRY_SIZE));
+    this.refs = this.pageGfns.map((g) => gnttab.grantAccess(backend, g));
+    this.shadows = new Array<Shadow | undefined>(this.front.size).fill(undefined);
+    for (let id = this.front.size - 1; id >= 0; id--) this.freeIds.push(id);
+  }
+
+  readonly pageGfns: readonly number[];
+
+  get size(): number { return this.front.size; }
+  get inFlight(): number { return this.size - this.freeIds.length; }
+  /** A slot and an id are free for one more request. */
+  get canQueue(): boolean { return this.freeIds.length > 0 && this.front.freeRequests() > 0; }
+
+  /** Record a request about to be put on the ring; returns its id. */
+  addShadow(s: Omit<Shadow, 'id' | 'seq'>): Shadow {
+    const id = this.freeIds.pop();
+    if (id === undefined) throw new Error('no free request id: check canQueue first');
+    const sh: Shadow = { ...s, id, seq: this.nextSeq++ };
+    this.shadows[id] = sh;
+    return sh;
+  }
+
+  /** The shadow of response id `id` (removed from the table), or undefined if no such request is in flight. */
+  takeShadow(id: bigint): Shadow | undefined {
+    if (id < 0n || id >= BigInt(this.size)) return undefined;
+    const n = Number(id);
+    const sh = this.shadows[n];
+    if (!sh) return undefined;
+    this.shadows[n] = undefined;
+    this.freeIds.push(n);
+    return sh;
+  }
+
+  /** Every request still in flight, in submission order, removed from the table. */
+  takeAll(): Shadow[] {
+    const all = this.shadows.filter((s): s is Shadow => s !== undefined).sort((a, b) => a.seq - b.seq);
+    for (const s of all) this.takeShadow(BigInt(s.id));
+    return all;
+  }
+
+  /**
+   * End the ring's grants and give back its pages. A page the backend still
+   * maps cannot be reused: it is leaked (returns how many).
+   */
+  release(): number {
+    if (!this.ended) {
+      this.ended = true;
+      this.pending = this.refs.map((_, i) => i);
+    }
+    this.pending = this.pending.filter((i) => {
+      if (!this.gnttab.endAccess(this.refs[i]!)) return true;
+      this.xen.releaseGfn(this.pageGfns[i]!);
+      return false;
+    });
+    return this.pending.length;
+  }
+
+  /** Ring pages whose grant could not end yet (the backend still maps them). */
+  private pending: number[] = [];
+}

@@ -10,9 +10,10 @@ describe("Dom0's command line", () => {
     const c = parseDom0Cmdline('configs=domU/configs guest=a=domU/guests/hello.ts:2 keep=1');
     expect(c.keep).toBe(true);
     const g = dom0Guests(c, ROOT);
-    expect(g.map((x) => x.name)).toEqual(['hello', 'a']);
-    expect(g[0]).toMatchObject({ memoryMiB: 4, maxmemMiB: 8, cmdline: 'console=hvc0' });
-    expect(g[1]).toMatchObject({ kernel: 'domU/guests/hello.ts', memoryMiB: 2, maxmemMiB: 4 });
+    expect(g.map((x) => x.name)).toEqual(['blkdemo', 'hello', 'a']);
+    expect(g[0]).toMatchObject({ memoryMiB: 8, disks: [{ vdev: 'xvda', access: 'rw', size: 16 << 20, target: path.join(ROOT, 'domU/images/blkdemo.img') }] });
+    expect(g[1]).toMatchObject({ memoryMiB: 4, maxmemMiB: 8, cmdline: 'console=hvc0' });
+    expect(g[2]).toMatchObject({ kernel: 'domU/guests/hello.ts', memoryMiB: 2, maxmemMiB: 4 });
   });
 
   it('round-trips what tests and benchmarks encode', () => {

@@ -8,6 +8,7 @@ import { benchEvtchn } from './evtchn.ts';
 import { benchGnttab } from './gnttab.ts';
 import { benchSchedSim, benchSchedThreads } from './sched.ts';
 import { benchToolstack, benchXenstore } from './toolstack.ts';
+import { benchBlk } from './blk.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
   'sched-sim': async () => benchSchedSim(),
@@ -17,6 +18,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   gnttab: benchGnttab,
   toolstack: benchToolstack,
   xenstore: benchXenstore,
+  blk: benchBlk,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

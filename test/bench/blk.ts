@@ -1,0 +1,365 @@
+/**
+ * Benchmark: the block split driver (blkfront in a DomU, blkback in Dom0) on
+ * real threads, each figure against a baseline measured in the same run:
+ *  1. null backend, 1-sector READs with the queue as deep as the ring:
+ *     requests per second, against a raw SPSC SharedArrayBuffer ring of the
+ *     same entry and ring size (blocking, and spinning before blocking) and
+ *     against MessagePort request/response at the same depth; ring orders 0
+ *     and 2;
+ *  2. a page-cache-hot 64 MiB image file: 4 KiB random-read IOPS (QD 32)
+ *     against fs.readSync at random offsets of the same file, and 1 MiB
+ *     sequential read and write MiB/s (4 I/Os in flight) against
+ *     readSync/writeSync of 1 MiB chunks; with and without persistent grants,
+ *     indirect descriptors (0/32/256 segments) and ring order 0/2.
+ * Every guest run also reports blkfront's counters (requests, segments,
+ * notifications, responses) and how long its kernel loop slept.
+ */
+import { randomFillSync } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { PvBuildConfig } from '../../dom0/builder.ts';
+import type { DiskSpec } from '../../dom0/toolstack/disk.ts';
+import { runBenchGuests } from './boot-guest.ts';
+import { messagePortRate, rawRingRate } from './raw-ring.ts';
+import { machineLine, table, updateBenchSection } from './report.ts';
+
+const MIB = 1 << 20;
+const IMG_BYTES = 64 * MIB;
+const NULL_BYTES = 1024 * MIB;
+/** Warm-up and measured window of each guest test (ms). */
+const WARM_MS = 300;
+const RUN_MS = 1500;
+const SEQ_RUN_MS = 1000;
+/** 1 MiB I/Os in flight in the sequential tests. */
+const SEQ_INFLIGHT = 4;
+/** blkfront's page budget for the 1 MiB tests: 4 x (256 + 1) pages fit, and no more than blkback keeps persistent (1056). */
+const SEQ_MAXPAGES = 1056;
+/** Memory the "cold buffer" fs reference moves its 1 MiB buffer through (MiB). */
+const COLD_SPAN_MIB = 256;
+/** Spin bound of the raw ring's spin-then-block variant (as the event-channel benchmark's). */
+const RAW_SPIN_NS = 50_000;
+/** A guest run that has not finished by then is reported as hung. */
+const RUN_TIMEOUT_MS = 60_000;
+
+/** One guest test's line (short keys: see guests/blk-bench.ts). */
+interface GuestFigures {
+  readonly t: string; readonly p: number; readonly i: number; readonly o: number; readonly rs: number; readonly qd: number;
+  readonly n: number; readonly ns: number;
+  readonly rq: number; readonly ind: number; readonly sg: number; readonly nt: number; readonly rsp: number;
+  readonly sl: number; readonly slUs: number; readonly spUs: number;
+}
+
+interface GuestOpts {
+  readonly tests: readonly string[];
+  readonly persistent: boolean;
+  readonly indirect: number;
+  readonly order: number;
+  readonly qd: number;
+  readonly maxPages: number;
+  readonly runMs: number;
+}
+
+const label = (g: GuestFigures): string => `persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
+const ioBytes = (t: string): number => (t === 'null' ? 512 : t === 'rand4k' ? 4096 : MIB);
+const perSec = (g: GuestFigures): number => g.n / (g.ns / 1e9);
+const mibps = (g: GuestFigures): number => (g.n * ioBytes(g.t)) / MIB / (g.ns / 1e9);
+
+async function guestRun(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
+  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} warm=${WARM_MS} run=${o.runMs}`;
+  const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
+  let timer: NodeJS.Timeout | undefined;
+  const run = await Promise.race([
+    runBenchGuests([guest], { memMiB: 128, pcpus: 2 }),
+    new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`blk guest (${cmdline}) did not finish within ${RUN_TIMEOUT_MS} ms`)), RUN_TIMEOUT_MS); }),
+  ]).finally(() => clearTimeout(timer));
+  const figs = run.bench as unknown as GuestFigures[];
+  if (figs.length !== o.tests.length) throw new Error(`blk guest (${cmdline}) reported ${figs.length} of ${o.tests.length} tests:\n${run.log.split('\n').slice(-40).join('\n')}`);
+  return figs;
+}
+
+// ---------------------------------------------------------------------------
+// Direct fs baselines, in this process, on the same file.
+
+function timed(ms: number, step: () => void): { ops: number; ns: number } {
+  const t0 = process.hrtime.bigint();
+  const end = t0 + BigInt(ms) * 1_000_000n;
+  let ops = 0;
+  for (;;) {
+    for (let i = 0; i < 16; i++) { step(); ops++; }
+    const now = process.hrtime.bigint();
+    if (now >= end) return { ops, ns: Number(now - t0) };
+  }
+}
+
+function fsRandRead(file: string, ms: number): number {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const buf = new Uint8Array(4096);
+    const pages = IMG_BYTES / 4096;
+    let seed = 0x2545f491;
+    const step = (): void => {
+      seed ^= seed << 13; seed >>>= 0; seed ^= seed >>> 17; seed ^= seed << 5; seed >>>= 0;
+      if (fs.readSync(fd, buf, 0, 4096, (seed % pages) * 4096) !== 4096) throw new Error('short read');
+    };
+    timed(200, step);
+    const r = timed(ms, step);
+    return r.ops / (r.ns / 1e9);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * 1 MiB sequential readSync/writeSync over the file. `spanMiB` 1: one reused
+ * buffer (the baseline the targets are against; it stays in the CPU's
+ * caches); more: the buffer moves through that many MiB of memory, so that
+ * each I/O touches memory not in the caches, as the guest's granted pages are.
+ */
+function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1): number {
+  const fd = fs.openSync(file, 'r+');
+  try {
+    const area = new Uint8Array(spanMiB * MIB);
+    for (let i = 0; i < area.length; i += 64) area[i] = (i >>> 6) & 0xff;
+    let pos = 0;
+    let at = 0;
+    const step = (): void => {
+      const buf = area.subarray(at, at + MIB);
+      at = (at + MIB) % area.length;
+      const n = write ? fs.writeSync(fd, buf, 0, MIB, pos) : fs.readSync(fd, buf, 0, MIB, pos);
+      if (n !== MIB) throw new Error('short I/O');
+      pos = (pos + MIB) % IMG_BYTES;
+    };
+    timed(200, step);
+    const r = timed(ms, step);
+    return r.ops / (r.ns / 1e9);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The image: written fully (random bytes), made clean with fdatasync, then read once so every page is cached. */
+function makeImage(file: string): void {
+  const fd = fs.openSync(file, 'w');
+  try {
+    const buf = new Uint8Array(MIB);
+    for (let off = 0; off < IMG_BYTES; off += MIB) {
+      randomFillSync(buf);
+      fs.writeSync(fd, buf, 0, MIB, off);
+    }
+    fs.fdatasyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const rfd = fs.openSync(file, 'r');
+  try {
+    const buf = new Uint8Array(MIB);
+    for (let off = 0; off < IMG_BYTES; off += MIB) fs.readSync(rfd, buf, 0, MIB, off);
+  } finally {
+    fs.closeSync(rfd);
+  }
+}
+
+// ---------------------------------------------------------------------------
+
+/** Median of three runs of a rate, and the range. */
+async function median3(f: () => Promise<{ reqPerSec: number }>): Promise<{ median: number; lo: number; hi: number }> {
+  const xs: number[] = [];
+  for (let i = 0; i < 3; i++) xs.push((await f()).reqPerSec);
+  xs.sort((a, b) => a - b);
+  return { median: xs[1]!, lo: xs[0]!, hi: xs[2]! };
+}
+
+const fmtK = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : `${(x / 1e3).toFixed(1)} k/s`);
+const fmtM = (x: number): string => `${x.toFixed(0)} MiB/s`;
+const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
+const verdict = (ok: boolean): string => (ok ? 'met' : '**NOT met**');
+
+/** µs of guest vCPU time per ring request: the window less the loop's sleeps and fruitless spins. */
+function busyUs(g: GuestFigures): number {
+  return (g.ns / 1000 - g.slUs - g.spUs) / g.rq;
+}
+
+/** Per-run counters: what the driver did per I/O and per request. */
+function statsRow(g: GuestFigures): Array<string | number> {
+  const sec = g.ns / 1e9;
+  return [
+    g.t, label(g), g.n, g.rq, (g.rq / g.n).toFixed(2), g.ind, (g.sg / g.rq).toFixed(1), (g.nt / g.rq).toFixed(3), (g.rsp / Math.max(1, g.sl)).toFixed(1),
+    `${((g.sl / sec) / 1000).toFixed(2)} k/s`, (g.slUs / Math.max(1, g.sl)).toFixed(0), pct(g.slUs / 1e6 / sec), pct(g.spUs / 1e6 / sec),
+    busyUs(g).toFixed(1),
+  ];
+}
+
+export async function benchBlk(): Promise<string> {
+  const load0 = os.loadavg();
+  const tStart = Date.now();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xents-blk-bench-'));
+  const img = path.join(dir, 'disk.img');
+  const all: GuestFigures[] = [];
+  try {
+    // 1. Null backend.
+    const nullDisk: DiskSpec = { target: '', vdev: 'xvda', format: 'raw', access: 'rw', devtype: 'disk', backendtype: 'null', size: NULL_BYTES };
+    // Baselines: the median of three runs each (the machine is shared: single runs scatter).
+    const rawBlockR = await median3(() => rawRingRate(1_000_000, 32, 112, 0));
+    const rawSpinR = await median3(() => rawRingRate(500_000, 32, 112, RAW_SPIN_NS));
+    const rawBlock128R = await median3(() => rawRingRate(1_000_000, 128, 112, 0));
+    const portR = await median3(() => messagePortRate(150_000, 32, 112));
+    const port128R = await median3(() => messagePortRate(150_000, 128, 112));
+    const [rawBlock, rawSpin, rawBlock128, port, port128] = [rawBlockR, rawSpinR, rawBlock128R, portR, port128R].map((r) => r.median) as [number, number, number, number, number];
+    const null0 = (await guestRun({ tests: ['null'], persistent: true, indirect: 0, order: 0, qd: 0, maxPages: 256, runMs: RUN_MS }, nullDisk))[0]!;
+    const null2 = (await guestRun({ tests: ['null'], persistent: true, indirect: 0, order: 2, qd: 0, maxPages: 256, runMs: RUN_MS }, nullDisk))[0]!;
+    all.push(null0, null2);
+    const n0 = perSec(null0);
+    const n2 = perSec(null2);
+    const range = (r: { lo: number; hi: number }): string => ` (${fmtK(r.lo)} .. ${fmtK(r.hi)})`;
+    const nullRows = [
+      ['ring order 0 (32 slots), QD 32', fmtK(n0), 'raw SAB ring, 32 x 112 B, blocking', fmtK(rawBlock) + range(rawBlockR), pct(n0 / rawBlock), '>= 50%', verdict(n0 >= 0.5 * rawBlock)],
+      ['ring order 0 (32 slots), QD 32', fmtK(n0), `raw SAB ring, 32 x 112 B, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(rawSpin) + range(rawSpinR), pct(n0 / rawSpin), '>= 50%', verdict(n0 >= 0.5 * rawSpin)],
+      ['ring order 0 (32 slots), QD 32', fmtK(n0), 'MessagePort, 32 in flight', fmtK(port) + range(portR), `${(n0 / port).toFixed(2)}x`, '>= 10x', verdict(n0 >= 10 * port)],
+      ['ring order 2 (128 slots), QD 128', fmtK(n2), 'raw SAB ring, 128 x 112 B, blocking', fmtK(rawBlock128) + range(rawBlock128R), pct(n2 / rawBlock128), '(reference)', '-'],
+      ['ring order 2 (128 slots), QD 128', fmtK(n2), 'MessagePort, 128 in flight', fmtK(port128) + range(port128R), `${(n2 / port128).toFixed(2)}x`, '(reference)', '-'],
+      ['order 2 against order 0', `${(n2 / n0).toFixed(2)}x`, '', '', '', '', ''],
+    ];
+
+    // 2. File backend, page-cache hot.
+    makeImage(img);
+    const fileDisk: DiskSpec = { target: img, vdev: 'xvda', format: 'raw', access: 'rw', devtype: 'disk' };
+    const fsRand = fsRandRead(img, RUN_MS);
+    const randRows: Array<Array<string>> = [];
+    let randBest = 0;
+    for (const persistent of [true, false]) {
+      for (const order of [0, 2]) {
+        const g = (await guestRun({ tests: ['rand4k'], persistent, indirect: 0, order, qd: 32, maxPages: 256, runMs: RUN_MS }, fileDisk))[0]!;
+        all.push(g);
+        const r = perSec(g) / fsRand;
+        randBest = Math.max(randBest, r);
+        randRows.push([persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, fmtK(perSec(g)), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
+      }
+    }
+    const fsSeqRead = fsSeq(img, false, SEQ_RUN_MS);
+    const fsSeqWrite = fsSeq(img, true, SEQ_RUN_MS);
+    const fsSeqReadCold = fsSeq(img, false, SEQ_RUN_MS, COLD_SPAN_MIB);
+    const fsSeqWriteCold = fsSeq(img, true, SEQ_RUN_MS, COLD_SPAN_MIB);
+    const seqRows: Array<Array<string>> = [];
+    for (const indirect of [0, 32, 256]) {
+      for (const persistent of [true, false]) {
+        for (const order of [0, 2]) {
+          const [rd, wr] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent, indirect, order, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS }, fileDisk);
+          all.push(rd!, wr!);
+          const rr = mibps(rd!) / fsSeqRead;
+          const wrr = mibps(wr!) / fsSeqWrite;
+          seqRows.push([String(rd!.i), persistent ? 'on' : 'off', `${order} (${rd!.rs} slots)`,
+            fmtM(mibps(rd!)), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
+            fmtM(mibps(wr!)), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)]);
+        }
+      }
+    }
+    const fsSeqRead2 = fsSeq(img, false, SEQ_RUN_MS);
+    const fsRand2 = fsRandRead(img, RUN_MS);
+
+    const secs = ((Date.now() - tStart) / 1000).toFixed(0);
+    const load1 = os.loadavg();
+    const batch = (g: GuestFigures): string => (g.rsp / Math.max(1, g.sl)).toFixed(0);
+    const find = (t: string, p: number, i: number, o: number): GuestFigures | undefined => all.find((g) => g.t === t && g.p === p && g.i === i && g.o === o);
+    const asleep = (g: GuestFigures): string => pct(g.slUs / 1e6 / (g.ns / 1e9));
+    const perSleep = (g: GuestFigures): string => (g.slUs / Math.max(1, g.sl)).toFixed(0);
+    const spinPerSleep = (g: GuestFigures): string => (g.spUs / Math.max(1, g.sl)).toFixed(1);
+    const change = (a: number, b: number): string => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
+    const r4 = { p1: find('rand4k', 1, 0, 0)!, p0: find('rand4k', 0, 0, 0)!, p1o2: find('rand4k', 1, 0, 2)! };
+    const sq = (t: string, p: number, i: number, o: number): GuestFigures => find(t, p, i, o)!;
+    const best = sq('seqread', 1, 256, 0);
+    const bestW = sq('seqwrite', 1, 256, 0);
+    const why = `From this run's counters (guest side only: Dom0's time is not measured here).
+
+- **Per-request cost, not notifications.** Null backend, ring order 0: blkfront sent
+  ${(null0.nt / null0.rq).toFixed(3)} notifications per request (one per ~${(null0.rq / Math.max(1, null0.nt)).toFixed(0)}), and the guest's kernel loop
+  slept ${(null0.sl / (null0.ns / 1e9) / 1000).toFixed(2)} k times a second (once per ~${batch(null0)} responses, ~${perSleep(null0)} µs each),
+  ${asleep(null0)} of the window. Outside those sleeps the guest's vCPU spent ~${busyUs(null0).toFixed(1)} µs per request, while
+  the raw ring completes a request every ~${(1e6 / rawBlock).toFixed(1)} µs (blocking) / ~${(1e6 / rawSpin).toFixed(1)} µs (spinning) end to end.
+  The frontend's own per-request path (a promise per I/O, request encoding, the shadow, the
+  response decode and the copy out of the granted page, event-channel sends) is by itself
+  ${(busyUs(null0) / (1e6 / rawBlock)).toFixed(1)}x the blocking raw ring's whole time per request, so thresholds or a deeper ring
+  cannot reach the 50% target: ring order 2 (QD 128) gives ${change(n0, n2)} on the null rate.
+- **The loop's spin is short.** Before each sleep the kernel loop's bounded spin (64 poller
+  rounds) lasted ~${spinPerSleep(null0)} µs on average, below one cross-thread wake-up (~25 µs one way,
+  DESIGN.md §2): almost every wait that is not satisfied at once ends in a real sleep.
+- **4 KiB random reads** ran at ${fmtK(perSec(r4.p1))} with persistent grants (ring order 0), ${(perSec(r4.p1) / n0).toFixed(2)}x the
+  null device's rate: most of their cost is the same per-request path, not the file read
+  (guest busy ~${busyUs(r4.p1).toFixed(1)} µs per request; fs.readSync takes ~${(1e6 / fsRand).toFixed(1)} µs per 4 KiB). Without persistent grants: ${change(perSec(r4.p1), perSec(r4.p0))} (a grant made and ended per
+  request in the guest, a map and unmap in Dom0; guest asleep ${asleep(r4.p0)} against ${asleep(r4.p1)}).
+  Ring order 2 at QD 32: ${change(perSec(r4.p1), perSec(r4.p1o2))}; 32 in flight already fit a one-page ring, so this
+  difference is not the ring's size (see the note on scatter below).
+- **1 MiB I/O.** With 256 indirect segments and persistent grants (ring order 0): ${fmtM(mibps(best))} read and
+  ${fmtM(mibps(bestW))} write; during the reads the guest was asleep ${asleep(best)} of the time, so it is
+  waiting for Dom0 (which moves the data into or out of the granted pages, a second copy
+  being the guest's own between those pages and the caller's buffer). Without indirect
+  descriptors a 1 MiB I/O is 24 requests of <= 11 segments; 4 in flight need 96 slots, so ring
+  order 2 helps there (read ${change(mibps(sq('seqread', 1, 0, 0)), mibps(sq('seqread', 1, 0, 2)))}, write ${change(mibps(sq('seqwrite', 1, 0, 0)), mibps(sq('seqwrite', 1, 0, 2)))}). With 256 segments
+  only 4 requests are ever in flight, so the ring's size cannot matter there (measured:
+  read ${change(mibps(best), mibps(sq('seqread', 1, 256, 2)))}, write ${change(mibps(bestW), mibps(sq('seqwrite', 1, 256, 2)))}: scatter). Without persistent grants (256 segments): read
+  ${change(mibps(best), mibps(sq('seqread', 0, 256, 0)))}, write ${change(mibps(bestW), mibps(sq('seqwrite', 0, 256, 0)))} (256 grants mapped and unmapped per request).
+  The fs baselines copy page-cache pages into one 1 MiB buffer that stays in the CPU's
+  caches, in one thread with no hand-off: ${fmtM(fsSeqRead)} read, ${fmtM(fsSeqWrite)} write. With the
+  buffer moving through ${COLD_SPAN_MIB} MiB (cache-cold, like granted pages) the same loops make
+  ${fmtM(fsSeqReadCold)} read and ${fmtM(fsSeqWriteCold)} write: that read is ${pct(mibps(best) / fsSeqReadCold)} and that write ${pct(mibps(bestW) / fsSeqWriteCold)}
+  of those, and ours copies twice (file to granted pages in Dom0, pages to buffer in the guest).
+- **Scatter.** Each guest row is a single run on a shared 2-core machine; in repeated runs of
+  this benchmark the same row moved by up to ~30% (the 1 MiB rows most), so differences
+  smaller than that between two rows are not findings.`;
+    const md = `## Block split driver (blkfront / blkback)
+
+${machineLine()}. Load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start,
+${load1.map((x) => x.toFixed(2)).join(' ')} at the end (the machine was shared with other work); the whole
+benchmark took ${secs} s.
+
+Method. Each row is one host booted afresh (2 pCPUs, credit): Dom0 with blkback
+(defaults: persistent grants, 256 indirect segments, ring order up to 4) and one
+DomU (16 MiB) running test/bench/guests/blk-bench.ts, which connects blkfront
+with the row's options and keeps a fixed number of I/Os in flight (one async
+worker per slot issuing its next I/O when the last completes), ${WARM_MS} ms of
+warm-up, then ${RUN_MS} ms (1 MiB tests: ${SEQ_RUN_MS} ms) measured on the guest's
+clock. Baselines run in this process just before the guest runs they are
+compared with: the raw ring and MessagePort workers of test/bench/raw-ring.ts
+(blocking ring 1 M requests, spinning ring 0.5 M, MessagePort 0.15 M; each
+the median of three runs, the range in brackets), and fs.readSync/writeSync on the same 64 MiB
+image file (written with random bytes, fdatasync'ed and read once beforehand,
+so it is in the page cache).
+
+### 1. Null backend: 1-sector READs, queue as deep as the ring
+
+${table(['configuration', 'ours', 'baseline', 'baseline figure', 'ours / baseline', 'target', ''], nullRows)}
+
+### 2. Image file, page-cache hot: 4 KiB random reads, QD 32 (readInto a reused buffer)
+
+${table(['persistent grants', 'ring order', 'ours (IOPS)', 'fs.readSync 4 KiB random (baseline)', 'ours / baseline', 'target 70%'], randRows)}
+
+### 3. Image file, page-cache hot: 1 MiB sequential, ${SEQ_INFLIGHT} I/Os in flight
+
+${table(['indirect segments', 'persistent grants', 'ring order', 'read', 'fs.readSync 1 MiB (baseline)', 'ratio', 'target 80%', 'write', 'fs.writeSync 1 MiB (baseline)', 'ratio', 'target 80%'], seqRows)}
+
+Reference (no target): the same fs loops with the 1 MiB buffer moving through ${COLD_SPAN_MIB} MiB of
+memory, so that each I/O's destination (source) is not in the CPU's caches, as the guest's
+granted pages are not: read ${fmtM(fsSeqReadCold)}, write ${fmtM(fsSeqWriteCold)}.
+
+Baselines measured again at the end: fs.readSync 4 KiB random ${fmtK(fsRand2)} (start ${fmtK(fsRand)}),
+1 MiB sequential read ${fmtM(fsSeqRead2)} (start ${fmtM(fsSeqRead)}).
+
+### Per run: what the driver did (measured window only)
+
+${table(['test', 'configuration', 'I/Os', 'ring requests', 'requests per I/O', 'of them indirect', 'segments per request', 'notifications per request', 'responses per guest sleep', 'guest sleeps', 'µs per sleep', 'guest asleep', 'guest in fruitless spins', 'guest busy µs per request'], all.map(statsRow))}
+
+"Guest asleep" is the share of the window the DomU's kernel loop spent blocked
+in SCHEDOP_poll waiting for the backend's event; "fruitless spins" the share it
+spent in the loop's bounded spin (64 rounds of ring pollers) that found nothing;
+"guest busy µs per request" the rest of the window divided by the ring requests
+(the guest vCPU's time per request, including its event-channel sends).
+
+### Why
+
+${why}`;
+    updateBenchSection('blk', md);
+    return md;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,174 @@
+/**
+ * Benchmark guest for the block split driver: connects blkfront to its first
+ * virtual disk with the options on its command line, runs the tests named
+ * there, and prints one `BENCH {...}` line per test.
+ *
+ * Command line:
+ *   tests=null|rand4k|seqread|seqwrite[,...]
+ *   persistent=0|1 indirect=<max indirect segments> order=<ring page order>
+ *   maxpages=<blkfront page budget> qd=<I/Os in flight; 0: the ring's size>
+ *   warm=<ms> run=<ms>
+ *
+ * Tests (each: a warm-up of `warm` ms, then `run` ms measured; `qd` async
+ * workers each keep one I/O in flight and issue the next when it completes):
+ *   null     1-sector READs at sector 0 (meant for a null backend);
+ *   rand4k   4 KiB READs at random 4 KiB-aligned offsets, readInto a buffer
+ *            reused by each worker;
+ *   seqread  1 MiB READs, sequential over the disk (workers take the next
+ *            chunk in turn, wrapping at the end);
+ *   seqwrite 1 MiB WRITEs, the same way.
+ * Each line carries the completions, the time, and blkfront's counters over
+ * the measured window (requests, segments, notifications, responses) and
+ * how often the kernel loop went to sleep.
+ */
+import type { KernelApi } from '../../../shared/guest/api.ts';
+import { Xen } from '../../../shared/guest/xen.ts';
+import { EventChannels } from '../../../shared/guest/evtchn.ts';
+import { GrantTable } from '../../../shared/guest/gnttab.ts';
+import { GuestXenbus } from '../../../shared/guest/xenbus.ts';
+import { KernelLoop } from '../../../shared/guest/kloop.ts';
+import { SHUTDOWN_crash, SHUTDOWN_poweroff } from '../../../shared/hypercall.ts';
+import { BlockFront } from '../../../domU/blkfront/blkfront.ts';
+
+const SECTOR = 512;
+const MIB = 1 << 20;
+
+function args(cmdline: string): Map<string, string> {
+  return new Map(cmdline.split(/\s+/).filter(Boolean).map((kv) => {
+    const i = kv.indexOf('=');
+    return (i < 0 ? [kv, ''] : [kv.slice(0, i), kv.slice(i + 1)]) as [string, string];
+  }));
+}
+
+/** Counters over a window (short keys: a guest console line holds at most 199 characters). */
+interface Counters {
+  /** Requests put on the ring, of them indirect, segments. */
+  rq: number; ind: number; sg: number;
+  /** Notifications sent to the backend; responses consumed. */
+  nt: number; rsp: number;
+  /** Kernel-loop sleeps; µs asleep in them; µs in the loop's bounded spins that found nothing. */
+  sl: number; slUs: number; spUs: number;
+}
+
+/** Time the kernel loop's sleeps and its fruitless spins (wrapping its methods). */
+const idle = { sleepNs: 0, spinNs: 0 };
+function instrument(k: KernelApi, loop: KernelLoop): void {
+  const l = loop as unknown as { sleep(): number; spin(): boolean };
+  const sleep = l.sleep.bind(loop);
+  const spin = l.spin.bind(loop);
+  l.sleep = (): number => {
+    const t = k.rdtsc();
+    try { return sleep(); } finally { idle.sleepNs += Number(k.rdtsc() - t); }
+  };
+  l.spin = (): boolean => {
+    const t = k.rdtsc();
+    const found = spin();
+    if (!found) idle.spinNs += Number(k.rdtsc() - t);
+    return found;
+  };
+}
+
+function counters(dev: BlockFront, loop: KernelLoop): Counters {
+  const s = dev.stats;
+  const r = s.requests;
+  return {
+    rq: r.read + r.write + r.indirect + r.flush + r.barrier + r.discard, ind: r.indirect, sg: s.segments,
+    nt: s.notifies, rsp: s.responses, sl: loop.sleeps, slUs: Math.round(idle.sleepNs / 1000), spUs: Math.round(idle.spinNs / 1000),
+  };
+}
+
+function delta(a: Counters, b: Counters): Counters {
+  const out = {} as Counters;
+  for (const k of Object.keys(a) as Array<keyof Counters>) out[k] = b[k] - a[k];
+  return out;
+}
+
+export default async function blkBench(k: KernelApi): Promise<void> {
+  const xen = new Xen(k);
+  const ev = new EventChannels(xen);
+  const gnttab = new GrantTable(xen);
+  const xs = new GuestXenbus(ev);
+  const loop = KernelLoop.of(ev);
+  instrument(k, loop);
+  const a = args(xen.cmdline);
+  const num = (key: string, dflt: number): number => (a.has(key) ? Number(a.get(key)) : dflt);
+  const tests = (a.get('tests') ?? 'null').split(',');
+  const warmNs = BigInt(num('warm', 300)) * 1_000_000n;
+  const runNs = BigInt(num('run', 1500)) * 1_000_000n;
+  const say = (s: string): void => xen.print(`blk-bench: ${s}\n`);
+  try {
+    const devids = await xs.wait(xs.client.directory('device/vbd'));
+    if (devids.length === 0) throw new Error('no virtual disk');
+    const dev = await xs.wait(BlockFront.connect({
+      ev, gnttab, xs: xs.client, devid: Number(devids[0]),
+      options: {
+        persistent: num('persistent', 1) === 1,
+        maxIndirectSegments: num('indirect', 32),
+        ringPageOrder: num('order', 0),
+        maxPages: num('maxpages', 256),
+        warn: (msg, data) => say(`warn: ${msg} ${data ? JSON.stringify(data) : ''}`),
+      },
+    }));
+    const f = dev.features;
+    const qd = num('qd', 0) || f.ringSize;
+    const diskBytes = dev.sectors * SECTOR;
+    let seed = 0x9e3779b9;
+    const rand = (): number => {
+      seed ^= seed << 13; seed >>>= 0;
+      seed ^= seed >>> 17;
+      seed ^= seed << 5; seed >>>= 0;
+      return seed;
+    };
+
+    for (const test of tests) {
+      const ioBytes = test === 'null' ? SECTOR : test === 'rand4k' ? 4096 : MIB;
+      if (ioBytes > diskBytes) throw new Error(`disk of ${diskBytes} bytes too small for ${test}`);
+      const chunks = Math.floor(diskBytes / ioBytes);
+      let cursor = 0;
+      const nextSector = (): number => {
+        switch (test) {
+          case 'null': return 0;
+          case 'rand4k': return (rand() % chunks) * (ioBytes / SECTOR);
+          default: {
+            const s = cursor * (ioBytes / SECTOR);
+            cursor = (cursor + 1) % chunks;
+            return s;
+          }
+        }
+      };
+      const bufs = Array.from({ length: qd }, () => {
+        const b = new Uint8Array(ioBytes);
+        if (test === 'seqwrite') for (let i = 0; i < b.length; i += 64) b[i] = (i >>> 6) & 0xff;
+        return b;
+      });
+      let done = 0;
+      const phase = async (until: bigint): Promise<void> => {
+        const worker = async (buf: Uint8Array): Promise<void> => {
+          while (k.rdtsc() < until) {
+            const s = nextSector();
+            if (test === 'seqwrite') await dev.write(s, buf);
+            else await dev.readInto(s, buf);
+            done++;
+          }
+        };
+        await Promise.all(bufs.map(worker));
+      };
+      await xs.wait(phase(k.rdtsc() + warmNs));
+      const c0 = counters(dev, loop);
+      done = 0;
+      const t0 = k.rdtsc();
+      await xs.wait(phase(t0 + runNs));
+      const ns = Number(k.rdtsc() - t0);
+      const d = delta(c0, counters(dev, loop));
+      // Under 199 characters: Xen's console cuts longer lines.
+      xen.print(`BENCH ${JSON.stringify({
+        t: test, p: f.persistent ? 1 : 0, i: f.maxIndirectSegments, o: f.ringPageOrder, rs: f.ringSize, qd, n: done, ns, ...d,
+      })}\n`);
+    }
+    await xs.wait(dev.close());
+    xen.shutdown(SHUTDOWN_poweroff);
+  } catch (e) {
+    say(`FAILED: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+    xen.shutdown(SHUTDOWN_crash);
+  }
+}

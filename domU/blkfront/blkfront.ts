@@ -19,6 +19,11 @@
  *  - Nothing here blocks: events reach the driver through its port's handler
  *    (EventChannels.dispatch), the kernel loop's poller, or `kick()`. A kernel
  *    waits with KernelLoop.run / GuestXenbus.wait; a test dispatches events.
+ *  - Requests are put on the ring as they are submitted and pushed (one
+ *    RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, one notification at most) at the
+ *    end of the burst: by the kernel loop's flusher before it spins or
+ *    sleeps, the poller, `kick()`, or a microtask fallback; at once when
+ *    nothing more fits on the ring.
  *  - The backend is untrusted: a response with an unknown id or the wrong
  *    operation, or an impossible rsp_prod, stops the ring (logged once) and
  *    fails what was in flight.
@@ -29,11 +34,12 @@
  */
 import {
   BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT,
-  BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RESPONSE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY,
+  BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE, BLKIF_RING_ENTRY_SIZE,
+  BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY,
   BLKIF_SECTOR_SIZE, BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME, VDISK_READONLY,
   XEN_IO_PROTO_ABI_X86_64,
 } from '../../shared/abi/blkif.ts';
-import { decodeResponse, encodeIndirectSegments, encodeRequest, type BlkifResponse, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import { encodeIndirectSegments, encodeRequest, type BlkifSegment } from '../../shared/blkif/proto.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { KernelLoop } from '../../shared/guest/kloop.ts';
@@ -79,8 +85,19 @@ const SECTOR = BLKIF_SECTOR_SIZE;
 const DEFAULT_MAX_INDIRECT = 32;
 /** The most segments an indirect request can describe. */
 const MAX_INDIRECT_SEGMENTS = BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGS_PER_INDIRECT_FRAME;
+/** Field offsets of the request and response entries (shared/abi/blkif.ts). */
+const RQ = BLKIF_REQUEST.fields;
+const SEG = BLKIF_REQUEST_SEGMENT.fields;
+const SEG_SIZE = BLKIF_REQUEST_SEGMENT.size;
+const RS = BLKIF_RESPONSE.fields;
 /** Handshake steps taken per backend state change before looking again. */
 const MAX_STEPS = 8;
+
+/** The pages of a request that has none (shared; frozen). */
+const NO_PAGES: readonly GrantedPage[] = Object.freeze([]);
+
+/** A u64 given as two words, in decimal (for messages). */
+const u64Text = (lo: number, hi: number): string => ((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString();
 
 function noWarn(): void { /* dropped */ }
 
@@ -110,6 +127,13 @@ export class BlockFront {
   private chain: Promise<void> = Promise.resolve();
   private watch: WatchHandle | undefined;
   private removePoller: (() => void) | undefined;
+  private removeFlusher: (() => void) | undefined;
+  /** Requests put on the current ring and not yet pushed (req_prod_pvt - req_prod). */
+  private unpushed = 0;
+  /** The microtask push (pushTask) is queued. */
+  private pushQueued = false;
+  /** Requests were put since pushTask was queued: the burst is still growing. */
+  private putSinceQueued = false;
   private readonly firstConnect = deferred<void>();
   private readonly done = deferred<void>();
   private drainWaiters: Array<() => void> = [];
@@ -121,6 +145,12 @@ export class BlockFront {
   private finalised = false;
   private endReason: BlkfrontError | undefined;
   private warnedHostile = false;
+  /** The entry a request is encoded in before it is copied into its slot (reused: no allocation per request). */
+  private readonly reqBuf = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+  private readonly reqView = new DataView(this.reqBuf.buffer);
+  /** Our private copy of a response, taken from its slot before it is looked at (reused). */
+  private readonly rspBuf = new Uint8Array(BLKIF_RESPONSE.size);
+  private readonly rspView = new DataView(this.rspBuf.buffer);
   readonly stats: BlkfrontStats = {
     requests: { read: 0, write: 0, flush: 0, barrier: 0, discard: 0, indirect: 0 },
     segments: 0, notifies: 0, responses: 0, reissued: 0, rings: 0,
@@ -148,7 +178,10 @@ export class BlockFront {
     const domid = Number(await a.xs.read('domid'));
     const bf = new BlockFront(a, domid);
     const loop = a.loop === undefined ? KernelLoop.of(a.ev) : a.loop;
-    if (loop) bf.removePoller = loop.addPoller(() => bf.pollRing());
+    if (loop) {
+      bf.removePoller = loop.addPoller(() => bf.pollRing(), () => bf.inFlight > 0);
+      bf.removeFlusher = loop.addFlusher(() => bf.pushRequests());
+    }
     bf.watch = await a.xs.watch(`${await bf.readBackendPath()}/state`, () => bf.schedule());
     await bf.firstConnect.promise;
     return bf;
@@ -265,15 +298,52 @@ export class BlockFront {
   kick(): void {
     if (this.ring && !this.broken) this.consume(this.ring);
     this.dispatch();
+    this.pushRequests();
   }
 
   /** The kernel loop's poller: true if responses were waiting (and were handled). */
   private pollRing(): boolean {
     const r = this.ring;
+    if (this.unpushed > 0) this.pushRequests();
     if (!r || this.broken || r.front.unconsumedResponses() === 0) return false;
     this.kick();
     return true;
   }
+
+  /**
+   * Publish the requests put on the ring since the last push
+   * (RING_PUSH_REQUESTS_AND_CHECK_NOTIFY) and notify the backend if it asked.
+   * Called at the end of a burst: by the kernel loop before it spins or
+   * sleeps, by the poller, by kick(), by the microtask queued when a burst
+   * begins, and at once when the ring is full.
+   */
+  private pushRequests(): void {
+    const ring = this.ring;
+    if (this.unpushed === 0 || !ring) return;
+    this.unpushed = 0;
+    if (ring.front.pushRequestsAndCheckNotify()) {
+      this.a.ev.send(this.port);
+      this.stats.notifies++;
+    }
+  }
+
+  /**
+   * The microtask fallback (a driver used without a kernel loop still
+   * pushes): it waits, a microtask turn at a time, until a turn in which
+   * nothing more was put on the ring (each completion's continuation
+   * re-submits in its own turn), then pushes once for the whole burst. A
+   * burst is bounded by the ring's size (a full ring is pushed at once).
+   */
+  private readonly pushTask = (): void => {
+    if (this.putSinceQueued && this.unpushed > 0) {
+      this.putSinceQueued = false;
+      queueMicrotask(this.pushTask);
+      return;
+    }
+    this.pushQueued = false;
+    this.putSinceQueued = false;
+    this.pushRequests();
+  };
 
   private consume(ring: BlkRing): void {
     for (;;) {
@@ -283,31 +353,34 @@ export class BlockFront {
         return;
       }
       if (n === 0) return;
+      const dv = this.rspView;
       for (let i = 0; i < n; i++) {
         // Copy, then validate, then act: the slot is not read again.
-        const rsp = decodeResponse(ring.front.takeResponse(BLKIF_RESPONSE.size));
+        ring.front.takeResponseInto(this.rspBuf);
         this.stats.responses++;
-        if (!this.complete(ring, rsp)) return;
+        const ok = this.complete(ring, dv.getUint32(RS.id.offset, true), dv.getUint32(RS.id.offset + 4, true),
+          dv.getUint8(RS.operation.offset), dv.getInt16(RS.status.offset, true));
+        if (!ok) return;
       }
     }
   }
 
-  /** One response. False if it was hostile (the ring is stopped). */
-  private complete(ring: BlkRing, rsp: BlkifResponse): boolean {
-    const sh = ring.takeShadow(rsp.id);
+  /** One response (its u64 id as two words). False if it was hostile (the ring is stopped). */
+  private complete(ring: BlkRing, id: number, idHigh: number, operation: number, status: number): boolean {
+    const sh = ring.takeShadow(id, idHigh);
     if (!sh) {
-      this.hostile('response with an unknown id', { id: rsp.id.toString() });
+      this.hostile('response with an unknown id', { id: u64Text(id, idHigh) });
       return false;
     }
-    if (rsp.operation !== sh.operation && rsp.operation !== sh.indirectOp) {
-      this.retire(sh, new BlkfrontError('ring-broken', `response of operation ${rsp.operation} to a request of operation ${sh.operation}`));
-      this.hostile('response with the wrong operation', { id: rsp.id.toString(), operation: rsp.operation, expected: sh.operation });
+    if (operation !== sh.operation && operation !== sh.indirectOp) {
+      this.retire(sh, new BlkfrontError('ring-broken', `response of operation ${operation} to a request of operation ${sh.operation}`));
+      this.hostile('response with the wrong operation', { id: u64Text(id, idHigh), operation, expected: sh.operation });
       return false;
     }
     let err: BlkfrontError | undefined;
-    if (rsp.status !== BLKIF_RSP_OKAY) {
-      err = new BlkfrontError('status', `${sh.piece.op.kind} of sectors ${sh.piece.sector}+${sh.piece.count}: ${blkifStatusName(rsp.status)}`, rsp.status);
-      if (rsp.status === BLKIF_RSP_EOPNOTSUPP) this.dropFeature(sh.operation);
+    if (status !== BLKIF_RSP_OKAY) {
+      err = new BlkfrontError('status', `${sh.piece.op.kind} of sectors ${sh.piece.sector}+${sh.piece.count}: ${blkifStatusName(status)}`, status);
+      if (status === BLKIF_RSP_EOPNOTSUPP) this.dropFeature(sh.operation);
     } else if (sh.piece.op.kind === 'read') {
       this.copyOut(sh);
     }
@@ -328,10 +401,17 @@ export class BlockFront {
     const { op, count, offset } = sh.piece;
     const mem = this.a.ev.xen.k.mem;
     const bytes = count * SECTOR;
-    sh.pages.forEach((p, k) => {
+    const buf = op.buf!;
+    const pages = sh.pages;
+    // One page filling the caller's whole buffer (a 4 KiB read, or less): no view to make.
+    if (pages.length === 1 && offset === 0 && bytes === buf.length) {
+      mem.readInto(pages[0]!.gpa, buf);
+      return;
+    }
+    for (let k = 0; k < pages.length; k++) {
       const at = offset + k * PAGE_SIZE;
-      mem.readInto(p.gpa, op.buf!.subarray(at, at + Math.min(PAGE_SIZE, bytes - k * PAGE_SIZE)));
-    });
+      mem.readInto(pages[k]!.gpa, buf.subarray(at, at + Math.min(PAGE_SIZE, bytes - k * PAGE_SIZE)));
+    }
   }
 
   /** A request is over: its pages go back (grants ended unless persistent) and its piece is accounted. */
@@ -360,7 +440,11 @@ export class BlockFront {
     if (this.inFlight === 0 && this.sm.state === 'Closing' && !this.finalised) this.schedule();
   }
 
-  /** Put queued pieces on the ring while there are slots, ids and pages; notify if the backend asked. */
+  /**
+   * Put queued pieces on the ring while there are slots, ids and pages. They
+   * are pushed (and the backend notified if it asked) once at the end of the
+   * burst (pushRequests), or at once if nothing more fits.
+   */
   private dispatch(): void {
     const ring = this.ring;
     if (!ring || this.broken || this.sm.state !== 'Connected') return;
@@ -369,9 +453,19 @@ export class BlockFront {
       if (!this.issue(ring, this.queue[0]!)) break;
       put++;
     }
-    if (put > 0 && ring.front.pushRequestsAndCheckNotify()) {
-      this.a.ev.send(this.port);
-      this.stats.notifies++;
+    if (put === 0) return;
+    this.unpushed += put;
+    // Nothing more can go on the ring until responses come (slots, ids or pages spent): push now.
+    if (this.queue.length > 0 || !ring.canQueue) {
+      this.pushRequests();
+      return;
+    }
+    if (this.pushQueued) {
+      this.putSinceQueued = true;
+    } else {
+      this.pushQueued = true;
+      this.putSinceQueued = false;
+      queueMicrotask(this.pushTask);
     }
   }
 
@@ -396,11 +490,11 @@ export class BlockFront {
         return true;
       }
       this.queue.shift();
-      const sh = ring.addShadow({ piece, operation, indirectOp: undefined, pages: [], indirectPages: [] });
+      const sh = ring.addShadow(piece, operation, undefined, NO_PAGES, NO_PAGES);
       const id = BigInt(sh.id);
       ring.front.putRequest(op.kind === 'discard'
-        ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector: piece.sector, nrSectors: piece.count })
-        : encodeRequest({ kind: 'rw', operation: operation as typeof BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle, id, sector: 0, segs: [] }));
+        ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector: piece.sector, nrSectors: piece.count }, this.reqBuf)
+        : encodeRequest({ kind: 'rw', operation: operation as typeof BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle, id, sector: 0, segs: [] }, this.reqBuf));
       this.stats.requests[op.kind === 'discard' ? 'discard' : operation === BLKIF_OP_FLUSH_DISKCACHE ? 'flush' : 'barrier']++;
       return true;
     }
@@ -415,21 +509,33 @@ export class BlockFront {
     const write = op.kind === 'write';
     const mem = this.a.ev.xen.k.mem;
     const pages: GrantedPage[] = [];
-    const segs: BlkifSegment[] = [];
+    // Direct requests write their segments straight into the request entry; indirect ones list them.
+    const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
+    const dv = this.reqView;
+    if (!indirect) this.reqBuf.fill(0);
     for (let k = 0; k < nseg; k++) {
       const p = this.pages.take(write)!;
       const sectors = Math.min(SECTORS_PER_PAGE, n - k * SECTORS_PER_PAGE);
       if (write) {
         const at = piece.offset + k * PAGE_SIZE;
-        mem.write(p.gpa, op.buf!.subarray(at, at + sectors * SECTOR));
+        const buf = op.buf!;
+        mem.write(p.gpa, at === 0 && sectors * SECTOR === buf.length ? buf : buf.subarray(at, at + sectors * SECTOR));
       }
       pages.push(p);
-      segs.push({ gref: p.ref!, firstSect: 0, lastSect: sectors - 1 });
+      if (segs) {
+        segs.push({ gref: p.ref!, firstSect: 0, lastSect: sectors - 1 });
+      } else {
+        const s = RQ.seg.offset + k * SEG_SIZE;
+        dv.setUint32(s + SEG.gref.offset, p.ref! >>> 0, true);
+        dv.setUint8(s + SEG.first_sect.offset, 0);
+        dv.setUint8(s + SEG.last_sect.offset, sectors - 1);
+      }
     }
-    const indirectPages: GrantedPage[] = [];
+    // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
+    const indirectPages = nind > 0 ? [] : (NO_PAGES as GrantedPage[]);
     for (let i = 0; i < nind; i++) {
       const p = this.pages.take(true)!;
-      const part = segs.slice(i * SEGS_PER_INDIRECT_FRAME, (i + 1) * SEGS_PER_INDIRECT_FRAME);
+      const part = segs!.slice(i * SEGS_PER_INDIRECT_FRAME, (i + 1) * SEGS_PER_INDIRECT_FRAME);
       const bytes = new Uint8Array(PAGE_SIZE);
       encodeIndirectSegments(part, bytes);
       mem.write(p.gpa, bytes);
@@ -442,13 +548,21 @@ export class BlockFront {
     else this.queue[0] = { op, sector: piece.sector + n, count: piece.count - n, offset: piece.offset + n * SECTOR };
 
     const rwOp = write ? BLKIF_OP_WRITE : BLKIF_OP_READ;
-    const sh = ring.addShadow({
-      piece: head, operation: indirect ? BLKIF_OP_INDIRECT : rwOp, indirectOp: indirect ? rwOp : undefined, pages, indirectPages,
-    });
-    const id = BigInt(sh.id);
-    ring.front.putRequest(indirect
-      ? encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) })
-      : encodeRequest({ kind: 'rw', operation: rwOp, nrSegments: nseg, handle, id, sector: piece.sector, segs }));
+    const sh = ring.addShadow(head, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : undefined, pages, indirectPages);
+    if (indirect) {
+      const id = BigInt(sh.id);
+      encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) }, this.reqBuf);
+    } else {
+      // struct blkif_request (as encodeRequest writes it; the segments are in already).
+      dv.setUint8(RQ.operation.offset, rwOp);
+      dv.setUint8(RQ.nr_segments.offset, nseg);
+      dv.setUint16(RQ.handle.offset, handle, true);
+      dv.setUint32(RQ.id.offset, sh.id, true);
+      dv.setUint32(RQ.id.offset + 4, 0, true);
+      dv.setUint32(RQ.sector_number.offset, piece.sector >>> 0, true);
+      dv.setUint32(RQ.sector_number.offset + 4, Math.floor(piece.sector / 0x1_0000_0000) >>> 0, true);
+    }
+    ring.front.putRequest(this.reqBuf);
     this.stats.requests[indirect ? 'indirect' : write ? 'write' : 'read']++;
     this.stats.segments += nseg;
     return true;
@@ -663,6 +777,7 @@ export class BlockFront {
     const ring = this.ring;
     if (!ring) return;
     this.ring = undefined;
+    this.unpushed = 0;
     const shadows = ring.takeAll();
     for (const sh of shadows) {
       for (const p of sh.pages) this.pages.give(p);
@@ -700,6 +815,7 @@ export class BlockFront {
     this.pages.releaseAll();
     this.staleRings = this.staleRings.filter((r) => r.release() > 0);
     this.removePoller?.();
+    this.removeFlusher?.();
     this.finalised = true;
     this.firstConnect.reject(err);
     for (const w of this.drainWaiters.splice(0)) w();

@@ -25,6 +25,20 @@ export function pagedRingMemory(mem: RingMemory, pageGpas: readonly number[]): R
       }
       return out;
     },
+    readInto(a: number, dst: Uint8Array): void {
+      const off = a % PAGE_SIZE;
+      if (off + dst.length <= PAGE_SIZE && mem.readInto) {
+        mem.readInto(at(a), dst);
+        return;
+      }
+      for (let done = 0; done < dst.length;) {
+        const n = Math.min(dst.length - done, PAGE_SIZE - ((a + done) % PAGE_SIZE));
+        const part = dst.subarray(done, done + n);
+        if (mem.readInto) mem.readInto(at(a + done), part);
+        else part.set(mem.read(at(a + done), n));
+        done += n;
+      }
+    },
     write(a: number, data: Uint8Array): void {
       for (let done = 0; done < data.length;) {
         const n = Math.min(data.length - done, PAGE_SIZE - ((a + done) % PAGE_SIZE));

@@ -41,17 +41,20 @@ export interface Piece {
   readonly offset: number;
 }
 
-export interface Shadow {
-  readonly id: number;
-  /** Submission order, to re-issue in the same order after a reconnect. */
-  readonly seq: number;
-  readonly piece: Piece;
-  /** The blkif operation sent (BLKIF_OP_INDIRECT for indirect requests). */
-  readonly operation: number;
-  /** For indirect requests, the operation of its segments. */
-  readonly indirectOp: number | undefined;
-  readonly pages: readonly GrantedPage[];
-  readonly indirectPages: readonly GrantedPage[];
+/** What a request in flight under an id was for (blk_shadow). */
+export class Shadow {
+  constructor(
+    readonly id: number,
+    /** Submission order, to re-issue in the same order after a reconnect. */
+    readonly seq: number,
+    readonly piece: Piece,
+    /** The blkif operation sent (BLKIF_OP_INDIRECT for indirect requests). */
+    readonly operation: number,
+    /** For indirect requests, the operation of its segments. */
+    readonly indirectOp: number | undefined,
+    readonly pages: readonly GrantedPage[],
+    readonly indirectPages: readonly GrantedPage[],
+  ) {}
 }
 
 export class BlkRing {
@@ -81,19 +84,23 @@ export class BlkRing {
   /** A slot and an id are free for one more request. */
   get canQueue(): boolean { return this.freeIds.length > 0 && this.front.freeRequests() > 0; }
 
-  /** Record a request about to be put on the ring; returns its id. */
-  addShadow(s: Omit<Shadow, 'id' | 'seq'>): Shadow {
+  /** Record a request about to be put on the ring; returns its shadow (whose id the request carries). */
+  addShadow(piece: Piece, operation: number, indirectOp: number | undefined, pages: readonly GrantedPage[], indirectPages: readonly GrantedPage[]): Shadow {
     const id = this.freeIds.pop();
     if (id === undefined) throw new Error('no free request id: check canQueue first');
-    const sh: Shadow = { ...s, id, seq: this.nextSeq++ };
+    const sh = new Shadow(id, this.nextSeq++, piece, operation, indirectOp, pages, indirectPages);
     this.shadows[id] = sh;
     return sh;
   }
 
-  /** The shadow of response id `id` (removed from the table), or undefined if no such request is in flight. */
-  takeShadow(id: bigint): Shadow | undefined {
-    if (id < 0n || id >= BigInt(this.size)) return undefined;
-    const n = Number(id);
+  /**
+   * The shadow of response id `id` (removed from the table), or undefined if
+   * no such request is in flight. `id` is the u64's low word; `idHigh` its
+   * high word (any id >= 2^32 is unknown).
+   */
+  takeShadow(id: number, idHigh = 0): Shadow | undefined {
+    if (idHigh !== 0 || id < 0 || id >= this.size) return undefined;
+    const n = id;
     const sh = this.shadows[n];
     if (!sh) return undefined;
     this.shadows[n] = undefined;
@@ -104,7 +111,7 @@ export class BlkRing {
   /** Every request still in flight, in submission order, removed from the table. */
   takeAll(): Shadow[] {
     const all = this.shadows.filter((s): s is Shadow => s !== undefined).sort((a, b) => a.seq - b.seq);
-    for (const s of all) this.takeShadow(BigInt(s.id));
+    for (const s of all) this.takeShadow(s.id);
     return all;
   }
 

@@ -4,10 +4,14 @@
  * what a kernel does while it needs `p`:
  *
  *   1. let promise continuations run (a few turns of the microtask queue);
- *   2. when nothing is left to run, call the registered pollers, up to
- *      `spins` rounds, while none finds work (a bounded spin: a frontend
- *      looking at its ring before the vCPU sleeps, since a cross-thread
- *      wake-up costs ~25 µs one way, DESIGN.md §2);
+ *   2. when nothing is left to run, run the flushers (drivers publish what
+ *      they batched: requests put on a ring but not pushed), then call the
+ *      registered pollers while none finds work, for up to `spinNs` of
+ *      time (a bounded spin: a frontend looking at its ring before the vCPU
+ *      sleeps, since a cross-thread wake-up costs ~25-35 µs one way and a
+ *      sleep that ends in one costs far more, DESIGN.md §2); `busySpinNs`
+ *      instead while a poller says it expects an answer soon (requests in
+ *      flight);
  *   3. sleep until ANY port with a handler is pending (SCHEDOP_poll on those
  *      ports, a slice at a time so that a handler added meanwhile is soon
  *      seen), or SCHEDOP_block when there are more ports than one poll takes;
@@ -30,7 +34,14 @@ export type Poller = () => boolean;
 export interface KernelLoopOptions {
   /** How long one sleep lasts before the loop looks again (ns of Xen system time). Default 10 ms. */
   readonly sliceNs?: bigint;
-  /** Rounds of pollers before sleeping (0: sleep at once). Default 64. */
+  /**
+   * How long the loop spins on its pollers before sleeping, in ns (0: sleep
+   * at once). Default 50 µs: about two one-way cross-thread wake-ups.
+   */
+  readonly spinNs?: number;
+  /** The spin bound while a poller expects an answer (see addPoller). Default: spinNs. */
+  readonly busySpinNs?: number;
+  /** At most this many rounds of pollers per spin as well (0: sleep at once). Default: no limit. */
   readonly spins?: number;
   /** Microtask turns between looks (a reply resolves through a few continuations). Default 16. */
   readonly microtaskTurns?: number;
@@ -42,16 +53,25 @@ const SCHED_POLL_MAX_PORTS = 128;
 const loops = new WeakMap<EventChannels, KernelLoop>();
 
 export class KernelLoop {
-  private readonly pollers = new Set<Poller>();
+  /** The pollers, as an array rebuilt on add/remove (a spin round allocates nothing). */
+  private pollers: Poller[] = [];
+  /** Called before the loop spins or sleeps (see addFlusher). */
+  private flushers: Array<() => void> = [];
   readonly sliceNs: bigint;
   readonly spins: number;
+  readonly spinNs: number;
+  readonly busySpinNs: number;
   readonly microtaskTurns: number;
+  /** Pollers' "an answer is due" tests (see addPoller). */
+  private expecting: Array<() => boolean> = [];
   /** Times the loop went to sleep (for tests and benchmarks). */
   sleeps = 0;
 
   constructor(readonly ev: EventChannels, o: KernelLoopOptions = {}) {
     this.sliceNs = o.sliceNs ?? 10_000_000n;
-    this.spins = o.spins ?? 64;
+    this.spins = o.spins ?? Infinity;
+    this.spinNs = Math.max(0, o.spinNs ?? 50_000);
+    this.busySpinNs = Math.max(0, o.busySpinNs ?? this.spinNs);
     this.microtaskTurns = o.microtaskTurns ?? 16;
   }
 
@@ -65,21 +85,48 @@ export class KernelLoop {
     return l;
   }
 
-  /** Register a poller; returns the function that removes it. */
-  addPoller(p: Poller): () => void {
-    this.pollers.add(p);
-    return () => { this.pollers.delete(p); };
+  /**
+   * Register a poller; returns the function that removes it. `expecting`,
+   * if given, says whether the driver awaits an answer soon (requests in
+   * flight): while one does, the loop spins up to busySpinNs.
+   */
+  addPoller(p: Poller, expecting?: () => boolean): () => void {
+    this.pollers = [...this.pollers, p];
+    if (expecting) this.expecting = [...this.expecting, expecting];
+    return () => {
+      this.pollers = this.pollers.filter((q) => q !== p);
+      if (expecting) this.expecting = this.expecting.filter((e) => e !== expecting);
+    };
+  }
+
+  /**
+   * Register a flusher: work a driver batched while the kernel ran (requests
+   * put on a ring but not yet pushed) that must be published before the
+   * vCPU idles. Every flusher runs before each spin and each sleep. Returns
+   * the function that removes it.
+   */
+  addFlusher(f: () => void): () => void {
+    this.flushers = [...this.flushers, f];
+    return () => { this.flushers = this.flushers.filter((g) => g !== f); };
+  }
+
+  /** Run every flusher (the loop does before it spins or sleeps). */
+  flush(): void {
+    const fs = this.flushers;
+    for (let i = 0; i < fs.length; i++) fs[i]!();
   }
 
   /** One round of every poller: true if any found work. */
   poll(): boolean {
     let found = false;
-    for (const p of [...this.pollers]) if (p()) found = true;
+    const ps = this.pollers;
+    for (let i = 0; i < ps.length; i++) if (ps[i]!()) found = true;
     return found;
   }
 
   /** Sleep until a handled port is pending (or the slice ends), then dispatch. Returns ports handled. */
   sleep(): number {
+    this.flush();
     const ev = this.ev;
     const ports = ev.handledPorts().filter((p) => !ev.isMasked(p));
     this.sleeps++;
@@ -95,18 +142,27 @@ export class KernelLoop {
     while (!settled) {
       for (let i = 0; i < this.microtaskTurns && !settled; i++) await undefined;
       if (settled) break;
+      this.flush();
       if (this.spin()) continue;
       this.sleep();
     }
     return p;
   }
 
-  /** Up to `spins` rounds of pollers and event scans; true as soon as one finds work. */
+  /** Rounds of pollers and event scans for up to the spin bound; true as soon as one finds work. */
   private spin(): boolean {
-    if (this.pollers.size === 0) return this.ev.dispatch() > 0;
-    for (let i = 0; i < this.spins; i++) {
+    if (this.pollers.length === 0) return this.ev.dispatch() > 0;
+    let bound = this.spinNs;
+    const ex = this.expecting;
+    for (let i = 0; i < ex.length; i++) if (ex[i]!()) { bound = this.busySpinNs; break; }
+    if (bound <= 0 || this.spins <= 0) return false;
+    const k = this.ev.xen.k;
+    const end = k.rdtsc() + BigInt(bound);
+    for (let i = 0; i < this.spins;) {
       if (this.poll()) return true;
       if (this.ev.dispatch() > 0) return true;
+      // Look at the clock every 4th round (it costs about as much as a round).
+      if ((++i & 3) === 0 && k.rdtsc() >= end) return false;
     }
     return false;
   }

@@ -1,0 +1,67 @@
+/**
+ * blkfront's request batching: requests submitted in one burst are pushed
+ * with one RING_PUSH_REQUESTS_AND_CHECK_NOTIFY (one notification at most),
+ * and none is left unpushed when the kernel idles.
+ */
+import { describe, expect, it } from 'vitest';
+import { bench, DEVID } from './setup.ts';
+import { KernelLoop } from '../../../shared/guest/kloop.ts';
+import { BlockFront } from '../../../domU/blkfront/blkfront.ts';
+
+/** Requests put on the ring but not yet published (req_prod_pvt - req_prod). */
+const unpushed = (dev: BlockFront): number => (dev as unknown as { ring: { front: { unpushed: number } } }).ring.front.unpushed;
+
+describe('blkfront request batching', () => {
+  it('a burst goes out with one push and one notification; the microtask fallback pushes without a loop', async () => {
+    const t = await bench();
+    const dev = await t.connect();
+    t.back.misbehave.hold = true;
+    const n0 = dev.stats.notifies;
+    const ps = Array.from({ length: 10 }, (_, i) => dev.write(i * 8, new Uint8Array(4096).fill(i + 1)));
+    // Put on the ring, not yet published.
+    expect(dev.inFlight).toBe(10);
+    expect(unpushed(dev)).toBe(10);
+    // Continuations that submit more, a turn apart, join the same burst.
+    await undefined;
+    const more = dev.write(80, new Uint8Array(512));
+    await undefined;
+    expect(unpushed(dev)).toBe(11);
+    for (let i = 0; i < 4; i++) await undefined;
+    expect(unpushed(dev)).toBe(0);
+    expect(dev.stats.notifies - n0).toBe(1);
+    await t.settle(3);
+    expect(t.back.heldCount).toBe(11);
+    t.back.misbehave.hold = false;
+    t.back.release();
+    await t.run(Promise.all([...ps, more]));
+  });
+
+  it('a full ring is pushed at once', async () => {
+    const t = await bench();
+    const dev = await t.connect();
+    t.back.misbehave.hold = true;
+    const ps = Array.from({ length: 40 }, (_, i) => dev.write(i * 8, new Uint8Array(4096)));
+    expect(dev.inFlight).toBe(32);
+    expect(dev.queued).toBe(8);
+    expect(unpushed(dev)).toBe(0);
+    t.back.misbehave.hold = false;
+    await t.settle(3);
+    t.back.release();
+    await t.run(Promise.all(ps));
+  });
+
+  it('the kernel loop flushes before it sleeps: nothing is left unpushed while the vCPU sleeps', async () => {
+    const t = await bench();
+    const loop = new KernelLoop(t.gev, { spinNs: 0 });
+    const dev = await t.run(BlockFront.connect({ ev: t.gev, gnttab: t.ggnt, xs: t.gxs.client, devid: DEVID, loop }));
+    t.back.misbehave.hold = true;
+    const ps = [dev.read(0, 8), dev.read(8, 8)];
+    expect(unpushed(dev)).toBe(2);
+    loop.sleep();
+    expect(unpushed(dev)).toBe(0);
+    t.back.misbehave.hold = false;
+    await t.settle(3);
+    t.back.release();
+    await t.run(Promise.all(ps));
+  });
+});

@@ -21,21 +21,115 @@
  */
 import { setImmediate as nextMacrotask } from 'node:timers/promises';
 import { VIRQ_TIMER } from '../shared/abi/event-channel.ts';
+import { VCPU_INFO, vcpuInfoOffset } from '../shared/abi/shared-info.ts';
 import type { EventChannels } from '../shared/guest/evtchn.ts';
 
 /** How long Dom0 sleeps without an event: short while host tools are connected (their I/O waits for it). */
 export const IDLE_MS = 20;
 export const IDLE_MS_HOST_TOOLS = 2;
 
+/** Spin this long (µs) after the last ring work found before blocking. */
+export const SPIN_US = 50;
+/** Spin only if a poller served work within this many ms (an idle host never spins). */
+export const SPIN_RECENT_MS = 2;
+/** Longest one spin may last (µs) before returning to the loop's turn (host I/O callbacks, daemons). */
+export const SPIN_TURN_MAX_US = 1000;
+
+/** A ring served by polling: `serve` handles what is waiting and returns how many requests it took (0: none). */
+interface Poller {
+  readonly port: number;
+  readonly serve: () => number;
+}
+
+const UPCALL = VCPU_INFO.fields.evtchn_upcall_pending.offset;
+
+export interface Dom0LoopOptions {
+  /** SPIN_US by default; 0: never spin. */
+  readonly spinUs?: number;
+}
+
 export class Dom0Loop {
   private posted: Array<() => void> = [];
   private readonly hostClients: Array<() => number> = [];
   readonly timerPort: number;
+  private pollers: Poller[] = [];
+  /** performance.now() when a poller last served work. */
+  private lastWorkMs = Number.NEGATIVE_INFINITY;
+  /** Events dispatched to pollers' ports (the spin tells them from others'). */
+  private polledEvents = 0;
+  /** performance.now() deadline of the one-shot timer armed last; 0 when none is armed (or it fired). */
+  private armedUntilMs = 0;
+  private readonly spinUs: number;
+  /** Counters (tests, benchmarks). */
+  readonly stats = { spins: 0, spinServed: 0, spinMs: 0, blocks: 0, blockedMs: 0, timerArms: 0 };
 
   /** Binds VIRQ_TIMER on `ev` (the deadline of `idle`). */
-  constructor(private readonly ev: EventChannels, private readonly onError: (e: unknown) => void = () => {}) {
+  constructor(private readonly ev: EventChannels, private readonly onError: (e: unknown) => void = () => {}, o: Dom0LoopOptions = {}) {
     this.timerPort = ev.bindVirq(VIRQ_TIMER);
-    ev.on(this.timerPort, () => {});
+    ev.on(this.timerPort, () => { this.armedUntilMs = 0; });
+    this.spinUs = o.spinUs ?? SPIN_US;
+  }
+
+  /**
+   * Serve the ring behind `port` by polling too: `serve` becomes the port's
+   * event handler and is called by `idle`'s spin (it must be cheap when
+   * nothing waits). Returns the function that removes the poller (closing
+   * the port removes its handler).
+   */
+  addPoller(port: number, serve: () => number): () => void {
+    const p: Poller = { port, serve };
+    this.pollers.push(p);
+    this.ev.on(port, () => {
+      this.polledEvents++;
+      if (serve() > 0) this.lastWorkMs = performance.now();
+    });
+    return () => {
+      this.pollers = this.pollers.filter((q) => q !== p);
+    };
+  }
+
+  /** Is an event waiting for this vCPU (evtchn_upcall_pending)? One load. */
+  private upcallPending(): boolean {
+    const at = this.ev.sharedInfo + vcpuInfoOffset(this.ev.xen.k.vcpuId) + UPCALL;
+    return ((this.ev.xen.k.mem.atomicLoad32(at & ~3) >>> ((at & 3) * 8)) & 0xff) !== 0;
+  }
+
+  /**
+   * The bounded spin before blocking (see the top of this file). Returns
+   * true if the loop should not block: work was served, work was posted, or
+   * an event for another port was dispatched (its daemon's work is the turn's).
+   */
+  private spin(): boolean {
+    if (this.spinUs <= 0 || this.pollers.length === 0) return false;
+    const start = performance.now();
+    if (start - this.lastWorkMs > SPIN_RECENT_MS) return false;
+    this.stats.spins++;
+    const k = this.ev.xen.k;
+    let until = start + this.spinUs / 1000;
+    const end = start + SPIN_TURN_MAX_US / 1000;
+    let served = false;
+    for (;;) {
+      if (this.posted.length > 0) return true;
+      let did = 0;
+      if (this.upcallPending()) {
+        const before = this.polledEvents;
+        const n = this.ev.dispatch();
+        const polled = this.polledEvents - before;
+        // Some other port's handler ran: its daemon's work is the turn's to do.
+        if (n > polled) return true;
+        if (polled > 0) did++;
+      }
+      for (const p of this.pollers) did += p.serve();
+      const now = performance.now();
+      if (did > 0) {
+        served = true;
+        this.stats.spinServed++;
+        this.lastWorkMs = now;
+        until = now + this.spinUs / 1000;
+      }
+      if (now >= until || now >= end) return served;
+      k.preempt?.();
+    }
   }
 
   /**
@@ -85,13 +179,38 @@ export class Dom0Loop {
   /**
    * Sleep until an event arrives or `ms` pass (SCHEDOP_block; the pCPU is
    * given back meanwhile), then dispatch events. Returns at once if work is
-   * posted or an event is already waiting.
+   * posted or an event is already waiting. While a polled ring was busy in
+   * the last SPIN_RECENT_MS, spins first (`spin`) and returns without
+   * blocking if the spin served work or saw another port's event.
    */
   idle(ms: number = this.idleMs()): void {
     if (this.posted.length === 0) {
-      this.ev.setTimer(this.ev.systemTime() + BigInt(Math.max(1, Math.round(ms * 1e6))));
-      this.ev.xen.block();
+      const t0 = performance.now();
+      const busy = this.spin();
+      const t1 = performance.now();
+      this.stats.spinMs += t1 - t0;
+      if (!busy) {
+        this.armTimer(ms);
+        this.stats.blocks++;
+        this.ev.xen.block();
+        this.stats.blockedMs += performance.now() - t1;
+      }
     }
     this.ev.dispatch();
+  }
+
+  /**
+   * The one-shot VIRQ_TIMER `ms` ahead, unless the one armed last has not
+   * fired and fires between ms/2 and ms from now (a turn sooner is harmless;
+   * a set_timer_op per turn is not free: it wakes the timer thread).
+   */
+  private armTimer(ms: number): void {
+    const now = performance.now();
+    const left = this.armedUntilMs - now;
+    if (this.armedUntilMs > 0 && left <= ms && left >= ms / 2) return;
+    const t = Math.max(1e-3, ms);
+    this.ev.setTimer(this.ev.systemTime() + BigInt(Math.round(t * 1e6)));
+    this.armedUntilMs = now + t;
+    this.stats.timerArms++;
   }
 }

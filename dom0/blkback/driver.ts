@@ -52,6 +52,8 @@ export interface BlkbackOptions {
   readonly openStorage?: OpenStorage;
   /** Default VBD_BACKEND_ROOT. */
   readonly root?: string;
+  /** Dom0Loop.addPoller: connected rings are also served by the loop's spin before it blocks. */
+  readonly addPoller?: (port: number, serve: () => number) => () => void;
 }
 
 export class BlkbackDriver {
@@ -162,6 +164,7 @@ export class BlkbackDriver {
       const nd = new VbdBackend({
         xb, ev: this.o.ev, gt: this.gt, mem: this.o.mem ?? this.o.ev.xen.k.mem, pool: this.pool, post: this.o.post,
         openStorage: this.o.openStorage ?? storageOpener(this.dmaOrThrow()), features: this.features,
+        ...(this.o.addPoller ? { addPoller: this.o.addPoller } : {}),
       }, path, domid, devid);
       this.devices.set(key, nd);
       await nd.probe();

@@ -92,15 +92,26 @@ export class BlkifEngine {
   /** Flushes and barriers not yet answered. */
   get pending(): number { return this.inFlight.size; }
 
-  /** Consume and serve every request available (the event channel's handler). */
-  kick(): void {
-    if (this.state !== 'running' || this.kicking) return;
+  /** Consume and serve every request available (the event channel's handler); returns how many were taken. */
+  kick(): number {
+    if (this.state !== 'running' || this.kicking) return 0;
+    const before = this.stats.requests;
     this.kicking = true;
     try {
       this.serve();
     } finally {
       this.kicking = false;
     }
+    return this.stats.requests - before;
+  }
+
+  /**
+   * Dom0's spin (loop.ts): serve the ring if requests wait on it, as a kick
+   * would; otherwise only one look at req_prod. Returns how many were taken.
+   */
+  poll(): number {
+    if (this.state !== 'running' || this.barrier || this.kicking) return 0;
+    return this.d.ring.unconsumedRequests() !== 0 ? this.kick() : 0;
   }
 
   private serve(): void {

@@ -66,6 +66,12 @@ export interface VbdContext {
   readonly post: (work: () => void) => void;
   readonly openStorage: OpenStorage;
   readonly features: BlkbackFeatures;
+  /**
+   * Serve a connected ring by polling too (Dom0Loop.addPoller): `serve`
+   * becomes the port's handler; returns the remover. Without it the port's
+   * handler is a plain kick.
+   */
+  readonly addPoller?: (port: number, serve: () => number) => () => void;
 }
 
 /** A connected ring and what it holds. */
@@ -76,6 +82,8 @@ interface Connection {
   readonly ringPages: number;
   readonly ringHandles: readonly number[];
   readonly persistent: PersistentGrants | null;
+  /** Removes the ring from Dom0's spin. */
+  readonly unpoll: () => void;
 }
 
 /** Failure of a handshake step, reported as xenbus_dev_fatal does. */
@@ -263,8 +271,10 @@ export class VbdBackend {
       ring, mem, gt, pool: this.c.pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
       persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev,
     });
-    this.conn = { engine, port, ringGfn, ringPages: n, ringHandles, persistent: pg };
-    ev.on(port, () => engine.kick());
+    let unpoll = (): void => {};
+    if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll());
+    else ev.on(port, () => engine.kick());
+    this.conn = { engine, port, ringGfn, ringPages: n, ringHandles, persistent: pg, unpoll };
     const xb = this.c.xb;
     const info = (this.limits!.readonly ? VDISK_READONLY : 0) | (this.cdrom ? VDISK_CDROM : 0);
     await xb.write(this.key('sectors'), String(this.storage!.sectors));
@@ -285,6 +295,7 @@ export class VbdBackend {
     if (!conn) return;
     this.conn = undefined;
     const { gt, pool, ev } = this.c;
+    conn.unpoll();
     conn.engine.stop();
     try {
       ev.close(conn.port);

@@ -8,15 +8,23 @@
 import { describe, expect, it } from 'vitest';
 import { TestMachine } from '../helpers/machine.ts';
 import { EventChannels } from '../../shared/guest/evtchn.ts';
-import { Dom0Loop, IDLE_MS, IDLE_MS_HOST_TOOLS } from '../../dom0/loop.ts';
+import { Dom0Loop, IDLE_MS, IDLE_MS_HOST_TOOLS, SPIN_US } from '../../dom0/loop.ts';
 import { portState, ECS_VIRQ } from '../../hypervisor/evtchn/evtchn.ts';
 
-function setup() {
+function setup(spinUs?: number) {
   const m = new TestMachine();
   const ev = new EventChannels(m.dom0.xen);
   const errors: unknown[] = [];
-  const loop = new Dom0Loop(ev, (e) => errors.push(e));
+  const loop = new Dom0Loop(ev, (e) => errors.push(e), spinUs !== undefined ? { spinUs } : {});
   return { m, ev, loop, errors };
+}
+
+/** A poller on a fresh IPI port serving `work` (a queue of request counts, then none). */
+function poller(ev: EventChannels, loop: Dom0Loop, work: number[]) {
+  const port = ev.bindIpi();
+  let calls = 0;
+  const remove = loop.addPoller(port, () => { calls++; return work.shift() ?? 0; });
+  return { port, remove, calls: () => calls };
 }
 
 describe('Dom0Loop', () => {
@@ -58,5 +66,72 @@ describe('Dom0Loop', () => {
     void Promise.resolve().then(() => Promise.resolve()).then(() => { done = true; });
     await loop.settle();
     expect(done).toBe(true);
+  });
+
+  it('re-arms the one-shot timer only when the armed deadline is gone or too far', () => {
+    const { loop } = setup();
+    loop.idle(20);
+    loop.idle(20);
+    loop.idle(20);
+    expect(loop.stats.timerArms).toBe(1);
+    loop.idle(2); // armed ~20 ms ahead: later than wanted
+    expect(loop.stats.timerArms).toBe(2);
+    expect(loop.stats.blocks).toBe(4);
+  });
+
+  it('an idle host does not spin: without recent ring work idle() blocks at once', () => {
+    const { m, ev, loop } = setup();
+    const p = poller(ev, loop, []);
+    loop.idle(5);
+    expect(loop.stats.spins).toBe(0);
+    expect(p.calls()).toBe(0);
+    expect(m.dom0.sched.blocks).toBe(1);
+  });
+
+  it('after ring work, spins (serving the rings) before blocking, for about SPIN_US', () => {
+    const { m, ev, loop } = setup();
+    const p = poller(ev, loop, [3]);
+    ev.send(p.port); // the ring's event: served (3 requests), the ring is now "recently busy"
+    ev.dispatch();
+    expect(p.calls()).toBe(1);
+    const t0 = performance.now();
+    loop.idle(5); // nothing more comes: spin SPIN_US, then block
+    const took = (performance.now() - t0) * 1000;
+    expect(loop.stats.spins).toBe(1);
+    expect(p.calls()).toBeGreaterThan(1);
+    expect(took).toBeGreaterThanOrEqual(SPIN_US);
+    expect(m.dom0.sched.blocks).toBe(1);
+  });
+
+  it('work found by the spin returns to the loop without blocking; so does another port\'s event', () => {
+    const { m, ev, loop } = setup();
+    const p = poller(ev, loop, [1, 0, 0, 2]);
+    ev.send(p.port);
+    ev.dispatch();
+    loop.idle(5);
+    expect(loop.stats.spinServed).toBeGreaterThanOrEqual(1);
+    expect(m.dom0.sched.blocks).toBe(0);
+    // Another port (not a ring's): its daemon's work is for the loop's turn.
+    const other = ev.bindIpi();
+    let seen = 0;
+    ev.on(other, () => { seen++; });
+    p.remove();
+    const q = poller(ev, loop, [1]);
+    ev.send(q.port);
+    ev.dispatch();
+    ev.send(other);
+    loop.idle(5);
+    expect(seen).toBe(1);
+    expect(m.dom0.sched.blocks).toBe(0);
+  });
+
+  it('spinUs 0 never spins', () => {
+    const { m, ev, loop } = setup(0);
+    const p = poller(ev, loop, [1]);
+    ev.send(p.port);
+    ev.dispatch();
+    loop.idle(5);
+    expect(loop.stats.spins).toBe(0);
+    expect(m.dom0.sched.blocks).toBe(1);
   });
 });

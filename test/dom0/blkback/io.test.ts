@@ -17,6 +17,7 @@ import { SRING_HEADER } from '../../../shared/abi/ring.ts';
 import { encodeRequest, type BlkifSegment } from '../../../shared/blkif/proto.ts';
 import type { BlockStorage } from '../../../dom0/blkback/storage.ts';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
+import { Dom0Loop } from '../../../dom0/loop.ts';
 
 const dirs: string[] = [];
 afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
@@ -318,5 +319,29 @@ describe('blkback data path', () => {
     const r = await f.submit(11);
     expect(r.every((x) => x.status === BLKIF_RSP_OKAY)).toBe(true);
     expect(tb.driver.device(f.domid, f.devid)!.engine!.stats.mapCalls).toBe(0);
+  });
+
+  it('Dom0\'s spin serves a ring that published requests without an event (poller registered by the driver)', async () => {
+    let loop: Dom0Loop | undefined;
+    const tb = await BlkTestbed.start({ addPoller: (port, serve) => loop!.addPoller(port, serve) });
+    loop = new Dom0Loop(tb.ev);
+    const f2 = await FakeBlkfront.create(tb, {});
+    await tb.addVbd(f2.domid, f2.devid, { params: tempDisk(1 << 20) });
+    await f2.connect();
+    expect(await f2.backendState()).toBe('4');
+    const p = f2.page();
+    f2.put(rw(BLKIF_OP_READ, 1n, 0, [seg(p.gref)]));
+    expect(await f2.submit()).toEqual([{ id: 1n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    const engine = tb.driver.device(f2.domid, f2.devid)!.engine!;
+    expect(engine.poll()).toBe(0); // nothing waiting: one look at req_prod
+    // Published, no event sent: only polling finds it.
+    f2.put(rw(BLKIF_OP_READ, 2n, 8, [seg(p.gref)]));
+    f2.ring.pushRequestsAndCheckNotify();
+    const blocksBefore = tb.m.dom0.sched.blocks;
+    loop.idle(5);
+    expect(loop.stats.spinServed).toBeGreaterThanOrEqual(1);
+    expect(tb.m.dom0.sched.blocks).toBe(blocksBefore);
+    expect(f2.responses()).toEqual([{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    await tb.unplug(f2.domid, f2.devid);
   });
 });

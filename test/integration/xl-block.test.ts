@@ -6,10 +6,9 @@
  * Closing/Closed states and removes every node; Dom0 is left with no channel
  * or mapping of it. Bad requests get xl's messages and exit code 1.
  */
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Platform } from '../../hypervisor/platform/platform.ts';
 import { hostConfig } from '../../hypervisor/config.ts';
@@ -17,21 +16,10 @@ import { ConsoleTap } from '../helpers/console-tap.ts';
 import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import { D } from '../../hypervisor/state.ts';
 import { until } from '../helpers/until.ts';
+import { xl } from '../helpers/xl-run.ts';
 
-const ROOT = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'xents-xl-block-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function xl(...args: string[]): Promise<Run> {
-  return new Promise((done) => {
-    execFile(process.execPath, [join(ROOT, 'dom0/xl/bin.mjs'), ...args], { cwd: ROOT, env: process.env, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
 
 describe('xl block-attach / block-detach on a running guest', () => {
   it('hot-plugs a disk the guest uses, lists it, unplugs it, and leaves nothing behind', async () => {

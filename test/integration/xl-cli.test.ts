@@ -7,7 +7,7 @@
  * each, nothing of the guest is left (domain, xenstore nodes, Dom0's event
  * channels and maptrack, frames, threads). Errors name the domain.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -20,6 +20,7 @@ import { D, DOMSTATE_FREE, G, type HvState } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
 import { liveSlot } from '../../hypervisor/domain.ts';
 import { until } from '../helpers/until.ts';
+import { xl } from '../helpers/xl-run.ts';
 
 const ROOT = resolve(import.meta.dirname, '../..');
 const dir = mkdtempSync(join(tmpdir(), 'xents-xl-test-'));
@@ -32,18 +33,6 @@ afterAll(() => {
   }
   rmSync(dir, { recursive: true, force: true });
 });
-
-interface Run { code: number; stdout: string; stderr: string }
-
-/** The real CLI, in a child process (asynchronously: the platform runs on this thread). */
-function xl(...args: string[]): Promise<Run> {
-  return new Promise((done) => {
-    execFile(process.execPath, [join(ROOT, 'dom0/xl/bin.mjs'), ...args], { cwd: ROOT, env: process.env, timeout: 60_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      done({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
-  });
-}
 
 /** Domains in the table, by domid. */
 function liveDomids(hv: HvState): number[] {

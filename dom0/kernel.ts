@@ -157,7 +157,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   const consoled = await Xenconsoled.start({ ctrl, ev, xb: xs.xb, stdout: (l) => out(l + '\n'), print: say });
 
   const toolstack = new Dom0Toolstack({
-    ctrl, xb: xs.xb, consoled, names, say,
+    ctrl, xb: xs.xb, consoled, names, say, vbdStats: () => blkback.stats(),
     // Between destroydomain retries: offer the pCPU (SCHEDOP_yield), then wait
     // holding it. Not host.sleep: xl's handlers run alongside the loop, which
     // must not make hypercalls while the pCPU is given away.

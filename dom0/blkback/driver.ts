@@ -21,6 +21,25 @@ const log = logger('blkback');
 
 export const VBD_BACKEND_ROOT = '/local/domain/0/backend/vbd';
 
+/**
+ * One device's counters, as Linux's
+ * /sys/bus/xen-backend/devices/vbd-<domid>-<devid>/statistics/ (oo_req,
+ * rd_req, wr_req, f_req, ds_req, rd_sect, wr_sect) that xentop reads; see
+ * VbdCounters (engine.ts) for what each counts.
+ */
+export interface VbdDeviceStats {
+  readonly domid: number;
+  /** The virtual device number (xen-vbd-interface(7)), the node's name. */
+  readonly devid: number;
+  readonly ooReq: number;
+  readonly rdReq: number;
+  readonly wrReq: number;
+  readonly fReq: number;
+  readonly dsReq: number;
+  readonly rdSect: number;
+  readonly wrSect: number;
+}
+
 export interface BlkbackOptions {
   /** Dom0's xenstore connection. */
   readonly xb: XenbusClient;
@@ -98,6 +117,24 @@ export class BlkbackDriver {
   /** The device <domid>/<devid>, if served. */
   device(domid: number, devid: number): VbdBackend | undefined { return this.devices.get(`${domid}/${devid}`); }
   get deviceCount(): number { return this.devices.size; }
+
+  /**
+   * The counters of every device alive now (probed, not yet removed: Linux's
+   * sysfs node lives from probe to xen_blkbk_remove), by domid then devid. A
+   * device counts from its probe, across reconnections, until removed.
+   */
+  stats(): VbdDeviceStats[] {
+    const out: VbdDeviceStats[] = [];
+    for (const d of this.devices.values()) {
+      if (d.isRemoved) continue;
+      const k = d.counters;
+      out.push({
+        domid: d.domid, devid: d.devid,
+        ooReq: k.ooReq, rdReq: k.rdReq, wrReq: k.wrReq, fReq: k.fReq, dsReq: k.dsReq, rdSect: k.rdSect, wrSect: k.wrSect,
+      });
+    }
+    return out.sort((a, b) => a.domid - b.domid || a.devid - b.devid);
+  }
 
   /**
    * Requests waiting for a host callback (fdatasync). Dom0's loop counts them

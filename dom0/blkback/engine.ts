@@ -21,9 +21,13 @@
  * bogus ring requests ... Halting ring processing"); Dom0 is unharmed.
  * `stop` (disconnect) answers every request still in flight with
  * BLKIF_RSP_ERROR, so none is lost.
+ *
+ * Statistics (VbdCounters, what xentop shows): Linux blkback's per-device
+ * statistics/{oo,rd,wr,f,ds}_req and {rd,wr}_sect, counted as Linux's
+ * dispatch_rw_block_io / dispatch_discard_io do; see VbdCounters.
  */
 import {
-  BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
+  BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
   SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
 import { BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
@@ -60,7 +64,45 @@ export interface EngineDeps {
   readonly post: (work: () => void) => void;
   /** The device, for logs ("dev=%04x" in Linux: we print <domid>/<devid>). */
   readonly dev: string;
+  /**
+   * The device's counters, counted into (the device keeps them across
+   * reconnections: VbdBackend passes its own); default a fresh set.
+   */
+  readonly counters?: VbdCounters;
 }
+
+/**
+ * A device's request counters: Linux blkback's sysfs
+ * /sys/bus/xen-backend/devices/vbd-<domid>-<devid>/statistics/ (what xentop
+ * reads). Plain numbers, bumped on the request path. Counted as Linux does:
+ *  - rdReq / wrReq: READ / WRITE requests, an INDIRECT one by its indirect_op,
+ *    counted when decoded, so also those refused afterwards (bad segments,
+ *    beyond the disk, read-only); an indirect request with another
+ *    indirect_op is refused uncounted (Linux fails it before counting);
+ *  - fReq: FLUSH_DISKCACHE and WRITE_BARRIER requests;
+ *  - dsReq: DISCARD requests accepted (supported, writable, in range);
+ *  - rdSect / wrSect: 512-byte sectors of accepted requests whose data is
+ *    moved (segments mapped, or a null device): a READ's to rdSect, the
+ *    segments of WRITE, WRITE_BARRIER and FLUSH_DISKCACHE to wrSect (Linux
+ *    submits all three as REQ_OP_WRITE);
+ *  - ooReq: requests that had to wait for backend resources (Linux: no free
+ *    pending_req). This engine never defers a request for lack of resources:
+ *    every request is taken, served synchronously or parked as an in-flight
+ *    flush, and a mapping that cannot be made is answered ERROR, not retried.
+ *    So ooReq stays 0; it is kept for xentop's VBD_OO column. (A barrier's
+ *    pause is ordering, not lack of resources: Linux does not count it either.)
+ */
+export interface VbdCounters {
+  ooReq: number;
+  rdReq: number;
+  wrReq: number;
+  fReq: number;
+  dsReq: number;
+  rdSect: number;
+  wrSect: number;
+}
+
+export const newVbdCounters = (): VbdCounters => ({ ooReq: 0, rdReq: 0, wrReq: 0, fReq: 0, dsReq: 0, rdSect: 0, wrSect: 0 });
 
 export interface EngineStats extends GrantIoStats {
   requests: number;
@@ -73,6 +115,8 @@ interface InFlight { readonly id: bigint; readonly rspOp: number }
 
 export class BlkifEngine {
   readonly stats: EngineStats = { requests: 0, errors: 0, mapCalls: 0, grantsMapped: 0, persistentHits: 0 };
+  /** xentop's counters (VbdCounters): the device's, shared across its connections. */
+  readonly counters: VbdCounters;
   private state: EngineState = 'running';
   /** A WRITE_BARRIER waiting for its sync: no request is consumed meanwhile. */
   private barrier = false;
@@ -86,6 +130,7 @@ export class BlkifEngine {
 
   constructor(private readonly d: EngineDeps) {
     this.maps = new RequestMappings(d.gt, d.pool, d.frontendId, d.persistent, this.stats);
+    this.counters = d.counters ?? newVbdCounters();
   }
 
   get halted(): boolean { return this.state === 'halted'; }
@@ -181,6 +226,17 @@ export class BlkifEngine {
   private handle(entry: Uint8Array): void {
     this.stats.requests++;
     const req = decodeRequest(entry);
+    // Linux's dispatch_rw_block_io counts by req_operation before any check.
+    const k = this.counters;
+    switch (req.kind === 'indirect' ? req.indirectOp : req.kind === 'rw' ? req.operation : -1) {
+      case BLKIF_OP_READ: k.rdReq++; break;
+      case BLKIF_OP_WRITE: k.wrReq++; break;
+      case BLKIF_OP_WRITE_BARRIER:
+      case BLKIF_OP_FLUSH_DISKCACHE:
+        // An indirect request with these is refused before counting, as in Linux.
+        if (req.kind === 'rw') k.fReq++;
+        break;
+    }
     let segs: BlkifSegment[] | null = null;
     if (req.kind === 'indirect') {
       const pages = indirectPages(req, this.d.limits);
@@ -192,6 +248,7 @@ export class BlkifEngine {
         limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id), op: c.rspOp }, `bad request: ${c.reason}`);
         return this.respond(c.id, c.rspOp, c.status);
       case 'discard':
+        this.counters.dsReq++;
         return this.respond(c.id, c.rspOp, this.discard(c));
       case 'io':
         if (c.op === BLKIF_OP_WRITE_BARRIER) return this.startBarrier(c);
@@ -210,12 +267,18 @@ export class BlkifEngine {
 
   /** Move a checked request's data: a status. */
   private data(c: CheckedIo): number {
-    if (c.segs.length === 0 || this.d.storage.isNull) return BLKIF_RSP_OKAY;
+    if (c.segs.length === 0) return BLKIF_RSP_OKAY;
     const read = c.op === BLKIF_OP_READ;
+    if (this.d.storage.isNull) {
+      this.countSectors(read, c.nrSectors);
+      return BLKIF_RSP_OKAY;
+    }
     if (!this.maps.map(c.segs, !read)) {
       limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id) }, 'cannot map a segment grant');
       return BLKIF_RSP_ERROR;
     }
+    // Submitted (Linux counts sectors once the bios are submitted, before they complete).
+    this.countSectors(read, c.nrSectors);
     try {
       const pos = c.sector * BLKIF_SECTOR_SIZE;
       const want = c.nrSectors * BLKIF_SECTOR_SIZE;
@@ -227,6 +290,11 @@ export class BlkifEngine {
     } finally {
       this.maps.release();
     }
+  }
+
+  private countSectors(read: boolean, n: number): void {
+    if (read) this.counters.rdSect += n;
+    else this.counters.wrSect += n;
   }
 
   private discard(c: CheckedDiscard): number {

@@ -32,7 +32,7 @@ import { BackRing, ringGeometry } from '../../shared/ring/ring.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { WatchHandle, XenbusClient } from '../../shared/xenbus/client.ts';
 import { parseXenbusState, XenbusState, type XenbusStateName } from '../../shared/xenbus/state.ts';
-import { BlkifEngine } from './engine.ts';
+import { BlkifEngine, newVbdCounters, type VbdCounters } from './engine.ts';
 import type { GfnPool } from './gfn-pool.ts';
 import { PersistentGrants } from './persistent.ts';
 import { frontendAction } from './states.ts';
@@ -108,6 +108,11 @@ export class VbdBackend {
   private watch: WatchHandle | undefined;
   private chain: Promise<void> = Promise.resolve();
   private removed = false;
+  /**
+   * xentop's counters (Linux's statistics/ in sysfs): the device's for its
+   * whole life, every connection counting into them; never reset.
+   */
+  readonly counters: VbdCounters = newVbdCounters();
 
   constructor(private readonly c: VbdContext, readonly path: string, readonly domid: number, readonly devid: number) {}
 
@@ -269,7 +274,7 @@ export class VbdBackend {
     const pg = persistent ? new PersistentGrants(features.maxPersistentGrants) : null;
     const engine = new BlkifEngine({
       ring, mem, gt, pool: this.c.pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
-      persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev,
+      persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev, counters: this.counters,
     });
     let unpoll = (): void => {};
     if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll());

@@ -105,3 +105,34 @@ describe('lifecycle actions', () => {
     expect(parseDom0Cmdline(encodeDom0Cmdline({ guests: [], keep: false }))).toEqual({ guests: [], keep: false });
   });
 });
+
+describe('xl top counters (stats)', () => {
+  type VbdStatsFn = NonNullable<ConstructorParameters<typeof Dom0Toolstack>[0]['vbdStats']>;
+  const make = (vbdStats?: VbdStatsFn) => new Dom0Toolstack({
+    ctrl: {} as XenCtrl, xb: {} as XenbusClient, consoled: {} as Xenconsoled, sleep: async () => {}, say: () => {}, names: new Map(),
+    ...(vbdStats ? { vbdStats } : {}),
+  });
+  const dev = (domid: number, devid: number, n: number) => ({
+    domid, devid, ooReq: 0, rdReq: n, wrReq: 2 * n, fReq: 3, dsReq: 4, rdSect: 8 * n, wrSect: 16 * n,
+  });
+
+  it('without blkback: no counters', () => {
+    expect(make().stats()).toEqual([]);
+    expect(make(() => []).stats()).toEqual([]);
+  });
+
+  it('maps blkback\'s per-device counters to one DomainStats per domain with devices, read afresh each time', () => {
+    let devs = [dev(3, 51712, 1), dev(1, 51728, 5), dev(1, 51712, 2)];
+    const ts = make(() => devs);
+    expect(ts.stats()).toEqual([
+      { domid: 1, nets: [], vbds: [
+        { dev: 51728, error: false, ooReqs: 0, rdReqs: 5, wrReqs: 10, rdSects: 40, wrSects: 80 },
+        { dev: 51712, error: false, ooReqs: 0, rdReqs: 2, wrReqs: 4, rdSects: 16, wrSects: 32 },
+      ] },
+      { domid: 3, nets: [], vbds: [{ dev: 51712, error: false, ooReqs: 0, rdReqs: 1, wrReqs: 2, rdSects: 8, wrSects: 16 }] },
+    ]);
+    devs = [{ ...dev(3, 51712, 7), ooReq: 9 }];
+    expect(ts.stats()).toEqual([{ domid: 3, nets: [], vbds: [{ dev: 51712, error: false, ooReqs: 9, rdReqs: 7, wrReqs: 14, rdSects: 56, wrSects: 112 }] }]);
+  });
+
+});

@@ -222,6 +222,28 @@ describe('xl top (xentop)', () => {
     expect(lines[6]).toBe('VBD BlkBack 51712 [ca: 0]  OO:        0   RD:       12   WR:        3   RSECT:         96   WSECT:         24');
   });
 
+  it('VBD columns from blkback\'s counters (as Dom0Toolstack.stats gives them): VBDS counts devices, the columns sum them and widen, -x lists each', () => {
+    // Two devices of one guest, as BlkbackDriver.stats -> Dom0Toolstack.stats maps them (error: false, nets: []).
+    const cur = {
+      timeNs: 0, host: FAKE_HOST_INFO,
+      domains: [dom({ domid: 1, name: 'guest', running: false, blocked: true, cpuTimeNs: 2e9, memKiB: 4096, maxMemKiB: 8192, vcpus: 2, maxVcpus: 2 })],
+      stats: [{ domid: 1, nets: [], vbds: [
+        { dev: 51712, error: false, ooReqs: 0, rdReqs: 2, wrReqs: 4, rdSects: 16, wrSects: 32 },
+        { dev: 51728, error: false, ooReqs: 1, rdReqs: 1000, wrReqs: 2000, rdSects: 8000, wrSects: 12345678901 },
+      ] }],
+    };
+    // tot_vbd_reqs sums: OO 1, RD 1002, WR 2004, RSECT 8016, WSECT 12345678933 (11 digits:
+    // INT_FIELD_WIDTH(12345678934) = 11 widens VBD_WSECT from 10 to 11).
+    expect(formatTop(cur, null, { ...opts, vbds: true }).split('\n')).toEqual([
+      '      NAME  STATE   CPU(sec) CPU(%)     MEM(k) MEM(%)  MAXMEM(k) MAXMEM(%) VCPUS NETS NETTX(k) NETRX(k) VBDS   VBD_OO   VBD_RD   VBD_WR  VBD_RSECT   VBD_WSECT SSID',
+      '     guest --b---          2    0.0       4096    1.6       8192       3.1     2    0        0        0    2        1     1002     2004       8016 12345678933    0',
+      // do_vbd: "VBD %s %4d %s OO: %8llu   RD: %8llu   WR: %8llu   RSECT: %10llu   WSECT: %10llu\n", [%2x:%2x] of 0xca00, 0xca10.
+      'VBD BlkBack 51712 [ca: 0]  OO:        0   RD:        2   WR:        4   RSECT:         16   WSECT:         32',
+      'VBD BlkBack 51728 [ca:10]  OO:        1   RD:     1000   WR:     2000   RSECT:       8000   WSECT: 12345678901',
+      '',
+    ]);
+  });
+
   it('spells states in xentop\'s order: dying, shutdown, blocked, crashed, paused, running', () => {
     expect(topStateString(dom({ running: false, shutdown: true, shutdownReason: 3 }))).toBe('-s-c--');
     expect(topStateString(dom({ running: false, paused: true, blocked: true }))).toBe('--b-p-');

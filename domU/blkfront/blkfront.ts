@@ -127,6 +127,9 @@ export class BlockFront {
   private chain: Promise<void> = Promise.resolve();
   private watch: WatchHandle | undefined;
   private removePoller: (() => void) | undefined;
+  private removeArmer: (() => void) | undefined;
+  /** A kernel loop polls our ring (and arms it before sleeping). */
+  private polled = false;
   private removeFlusher: (() => void) | undefined;
   /** Requests put on the current ring and not yet pushed (req_prod_pvt - req_prod). */
   private unpushed = 0;
@@ -179,7 +182,9 @@ export class BlockFront {
     const bf = new BlockFront(a, domid);
     const loop = a.loop === undefined ? KernelLoop.of(a.ev) : a.loop;
     if (loop) {
+      bf.polled = true;
       bf.removePoller = loop.addPoller(() => bf.pollRing(), () => bf.inFlight > 0);
+      bf.removeArmer = loop.addArmer(() => bf.armRing());
       bf.removeFlusher = loop.addFlusher(() => bf.pushRequests());
     }
     bf.watch = await a.xs.watch(`${await bf.readBackendPath()}/state`, () => bf.schedule());
@@ -296,16 +301,37 @@ export class BlockFront {
    * response (RING_FINAL_CHECK_FOR_RESPONSES loop), then issue what waits.
    */
   kick(): void {
-    if (this.ring && !this.broken) this.consume(this.ring);
+    // With a kernel loop, the ring's rsp_event is armed only by the loop's
+    // last look before it sleeps (armRing); without one, here.
+    if (this.ring && !this.broken) this.consume(this.ring, !this.polled);
     this.dispatch();
     this.pushRequests();
   }
 
-  /** The kernel loop's poller: true if responses were waiting (and were handled). */
+  /**
+   * The kernel loop's poller: true if responses were waiting (and were
+   * handled). It does not re-arm rsp_event: while the vCPU spins, the backend
+   * can push responses without notifying us.
+   */
   private pollRing(): boolean {
     const r = this.ring;
     if (this.unpushed > 0) this.pushRequests();
     if (!r || this.broken || r.front.unconsumedResponses() === 0) return false;
+    this.consume(r, false);
+    this.dispatch();
+    this.pushRequests();
+    return true;
+  }
+
+  /**
+   * The kernel loop's last look before the vCPU sleeps: set rsp_event
+   * (RING_FINAL_CHECK_FOR_RESPONSES) and handle what arrived meanwhile. True
+   * if there was anything (the loop then does not sleep).
+   */
+  private armRing(): boolean {
+    const r = this.ring;
+    if (!r || this.broken) return false;
+    if (r.front.finalCheckForResponses() === 0) return false;
     this.kick();
     return true;
   }
@@ -345,9 +371,14 @@ export class BlockFront {
     this.pushRequests();
   };
 
-  private consume(ring: BlkRing): void {
+  /**
+   * Take every response waiting. `arm`: RING_FINAL_CHECK_FOR_RESPONSES (ask
+   * to be notified of the next one once none is left); otherwise only
+   * RING_HAS_UNCONSUMED_RESPONSES (the kernel loop arms before it sleeps).
+   */
+  private consume(ring: BlkRing, arm: boolean): void {
     for (;;) {
-      const n = ring.front.finalCheckForResponses();
+      const n = arm ? ring.front.finalCheckForResponses() : ring.front.unconsumedResponses();
       if (n < 0) {
         this.hostile('impossible response producer index', { rspProd: ring.front.rspProd, rspCons: ring.front.rspCons, reqProdPvt: ring.front.reqProdPvt });
         return;
@@ -626,7 +657,7 @@ export class BlockFront {
         await this.goState('Closed');
         return true;
       case 'backend-closed':
-        if (this.ring && !this.broken) this.consume(this.ring);
+        if (this.ring && !this.broken) this.consume(this.ring, false);
         this.teardownRing(undefined);
         await this.goState('Closed');
         return true;
@@ -815,6 +846,7 @@ export class BlockFront {
     this.pages.releaseAll();
     this.staleRings = this.staleRings.filter((r) => r.release() > 0);
     this.removePoller?.();
+    this.removeArmer?.();
     this.removeFlusher?.();
     this.finalised = true;
     this.firstConnect.reject(err);

@@ -57,6 +57,7 @@ export class KernelLoop {
   private pollers: Poller[] = [];
   /** Called before the loop spins or sleeps (see addFlusher). */
   private flushers: Array<() => void> = [];
+  private armers: Array<() => boolean> = [];
   readonly sliceNs: bigint;
   readonly spins: number;
   readonly spinNs: number;
@@ -110,6 +111,28 @@ export class KernelLoop {
     return () => { this.flushers = this.flushers.filter((g) => g !== f); };
   }
 
+  /**
+   * Register an armer: a driver's last look before the vCPU sleeps. While the
+   * loop spins, drivers poll their rings without asking to be notified (so a
+   * peer that keeps producing sends no events to a vCPU that is looking
+   * anyway); just before sleeping, each armer sets its ring's event index and
+   * looks once more (RING_FINAL_CHECK_FOR_*), returning true if work arrived
+   * meanwhile, in which case the loop does not sleep. This keeps ring.h's
+   * guarantee: no notification is lost. Returns the function that removes it.
+   */
+  addArmer(a: () => boolean): () => void {
+    this.armers = [...this.armers, a];
+    return () => { this.armers = this.armers.filter((b) => b !== a); };
+  }
+
+  /** Run every armer; true if any found work (then the vCPU must not sleep). */
+  arm(): boolean {
+    let found = false;
+    const as = this.armers;
+    for (let i = 0; i < as.length; i++) if (as[i]!()) found = true;
+    return found;
+  }
+
   /** Run every flusher (the loop does before it spins or sleeps). */
   flush(): void {
     const fs = this.flushers;
@@ -128,6 +151,7 @@ export class KernelLoop {
   sleep(): number {
     this.flush();
     const ev = this.ev;
+    if (this.arm()) return ev.dispatch();
     const ports = ev.handledPorts().filter((p) => !ev.isMasked(p));
     this.sleeps++;
     if (ports.length > SCHED_POLL_MAX_PORTS) ev.xen.block();

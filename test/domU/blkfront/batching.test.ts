@@ -7,6 +7,8 @@ import { describe, expect, it } from 'vitest';
 import { bench, DEVID } from './setup.ts';
 import { KernelLoop } from '../../../shared/guest/kloop.ts';
 import { BlockFront } from '../../../domU/blkfront/blkfront.ts';
+import type { FrontRing, RingMemory } from '../../../shared/ring/ring.ts';
+import { SRING_HEADER } from '../../../shared/abi/ring.ts';
 
 /** Requests put on the ring but not yet published (req_prod_pvt - req_prod). */
 const unpushed = (dev: BlockFront): number => (dev as unknown as { ring: { front: { unpushed: number } } }).ring.front.unpushed;
@@ -62,6 +64,41 @@ describe('blkfront request batching', () => {
     t.back.misbehave.hold = false;
     await t.settle(3);
     t.back.release();
+    await t.run(Promise.all(ps));
+  });
+
+  it('while the loop polls, rsp_event stays unarmed (no notifications); its last look before sleeping arms it and sees what came meanwhile', async () => {
+    const t = await bench();
+    const loop = new KernelLoop(t.gev, { spinNs: 0 });
+    const dev = await t.run(BlockFront.connect({ ev: t.gev, gnttab: t.ggnt, xs: t.gxs.client, devid: DEVID, loop }));
+    const front = (dev as unknown as { ring: { front: FrontRing } }).ring.front;
+    // The ring's own view of its pages (blkfront's ring need not be contiguous in our physmap).
+    const ringMem = (front as unknown as { mem: RingMemory }).mem;
+    const rspEvent = (): number => ringMem.atomicLoad32(front.base + SRING_HEADER.fields.rsp_event.offset);
+    const notified = (): boolean => t.gev.isPending(dev.eventChannel);
+    t.back.misbehave.hold = true;
+    const ps = [dev.read(0, 8), dev.read(8, 8), dev.read(16, 8)];
+    loop.flush();
+    await t.settle(3);
+    expect(t.back.heldCount).toBe(3);
+    t.gev.dispatch();
+
+    // The poller takes a response without arming rsp_event...
+    t.back.release(1);
+    expect(loop.poll()).toBe(true);
+    t.gev.dispatch(); // the event the first response raised (rsp_event was armed at connect): nothing left to take
+    expect(((rspEvent() - front.rspCons) | 0) <= 0).toBe(true);
+    // ...so the next one comes without an event.
+    t.back.release(1);
+    expect(notified()).toBe(false);
+    // The last look before sleeping finds it: the vCPU must not sleep.
+    expect(loop.arm()).toBe(true);
+    // Nothing left: armed at rsp_cons + 1, and the next response notifies.
+    expect(loop.arm()).toBe(false);
+    expect(rspEvent()).toBe((front.rspCons + 1) >>> 0);
+    t.back.release(1);
+    expect(notified()).toBe(true);
+    t.back.misbehave.hold = false;
     await t.run(Promise.all(ps));
   });
 });

@@ -80,7 +80,12 @@ export class RateLimiter {
 
 /** Log through `log` unless `key` is over its rate; reports suppressed counts. */
 export function limitedWarn(limiter: RateLimiter, log: Logger, key: string, obj: Record<string, unknown>, msg: string): void {
+  limitedLog(limiter, log, 'warn', key, obj, msg);
+}
+
+/** A line at `level` that a guest can trigger: rate-limited per key, the number dropped noted on the next one. */
+export function limitedLog(limiter: RateLimiter, log: Logger, level: 'info' | 'warn', key: string, obj: Record<string, unknown>, msg: string): void {
   const dropped = limiter.take(key);
   if (dropped < 0) return;
-  log.warn(dropped > 0 ? { ...obj, suppressed: dropped } : obj, msg);
+  log[level](dropped > 0 ? { ...obj, suppressed: dropped } : obj, msg);
 }

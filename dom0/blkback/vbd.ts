@@ -27,7 +27,7 @@ import { GNTST_okay } from '../../shared/abi/grant-table.ts';
 import type { GuestMemory } from '../../shared/guest/api.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
-import { logger } from '../../shared/log.ts';
+import { limitedLog, logger, RateLimiter } from '../../shared/log.ts';
 import { BackRing, ringGeometry } from '../../shared/ring/ring.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { WatchHandle, XenbusClient } from '../../shared/xenbus/client.ts';
@@ -40,6 +40,8 @@ import { StorageError, type BlockStorage, type OpenStorage } from './storage.ts'
 import type { DiskLimits } from './validate.ts';
 
 const log = logger('blkback');
+/** Handshake lines a frontend can trigger (it may reconnect in a loop): rate-limited per device. */
+const limiter = new RateLimiter(2, 10);
 
 /** The features a backend offers; each can be switched off for measurement. */
 export interface BlkbackFeatures {
@@ -144,7 +146,7 @@ export class VbdBackend {
 
   /** xenbus_dev_fatal: the error in <backend>/error, then Closing. */
   private async fatal(errno: number, msg: string): Promise<void> {
-    log.warn({ dev: this.dev }, msg);
+    limitedLog(limiter, log, 'warn', this.dev, { dev: this.dev }, msg);
     await this.c.xb.write(this.key('error'), `${errno} ${msg}`).catch(() => undefined);
     await this.setState('Closing').catch(() => undefined);
   }
@@ -287,7 +289,7 @@ export class VbdBackend {
     await xb.write(this.key('sector-size'), String(BLKIF_SECTOR_SIZE));
     await xb.write(this.key('physical-sector-size'), String(BLKIF_SECTOR_SIZE));
     await this.setState('Connected');
-    log.info({ dev: this.dev, ringPages: n, persistent, protocol: protocol ?? 'default' }, 'connected');
+    limitedLog(limiter, log, 'info', this.dev, { dev: this.dev, ringPages: n, persistent, protocol: protocol ?? 'default' }, 'connected');
     engine.kick();
   }
 

@@ -60,6 +60,50 @@ export interface Dom0Cmdline {
   readonly configDir?: string;
   /** `guest=<name>=<kernel>[:MiB]` entries. */
   readonly guestSpecs?: readonly string[];
+  /**
+   * blkback's switches, as Linux's xen_blkback module parameters on Dom0's
+   * command line: `xen_blkback.feature_persistent=0|1`,
+   * `xen_blkback.max_ring_page_order=N` (0: single-page rings only),
+   * `xen_blkback.max_persistent_grants=N`; and ours,
+   * `xen_blkback.feature_indirect=0|1` (Linux always offers indirect segments).
+   */
+  readonly blkback?: BlkbackSwitches;
+}
+
+export interface BlkbackSwitches {
+  readonly persistent?: boolean;
+  readonly multiPageRing?: boolean;
+  readonly indirect?: boolean;
+  readonly maxPersistentGrants?: number;
+}
+
+const BLKBACK_PARAMS = {
+  'xen_blkback.feature_persistent': 'persistent',
+  'xen_blkback.max_ring_page_order': 'multiPageRing',
+  'xen_blkback.feature_indirect': 'indirect',
+  'xen_blkback.max_persistent_grants': 'maxPersistentGrants',
+} as const;
+
+function encodeBlkback(b: BlkbackSwitches | undefined): string {
+  if (!b) return '';
+  const out: string[] = [];
+  if (b.persistent !== undefined) out.push(`xen_blkback.feature_persistent=${b.persistent ? 1 : 0}`);
+  if (b.multiPageRing !== undefined) out.push(`xen_blkback.max_ring_page_order=${b.multiPageRing ? 4 : 0}`);
+  if (b.indirect !== undefined) out.push(`xen_blkback.feature_indirect=${b.indirect ? 1 : 0}`);
+  if (b.maxPersistentGrants !== undefined) out.push(`xen_blkback.max_persistent_grants=${b.maxPersistentGrants}`);
+  return out.map((o) => ` ${o}`).join('');
+}
+
+/** blkback's switches from the command line's key=value pairs; unknown or malformed values are ignored (as the kernel does). */
+function parseBlkback(kv: ReadonlyMap<string, string>): BlkbackSwitches | undefined {
+  const b: { -readonly [K in keyof BlkbackSwitches]: BlkbackSwitches[K] } = {};
+  for (const [key, field] of Object.entries(BLKBACK_PARAMS)) {
+    const v = kv.get(key);
+    if (v === undefined || !/^\d+$/.test(v)) continue;
+    if (field === 'maxPersistentGrants') b.maxPersistentGrants = Number(v);
+    else b[field] = Number(v) > 0;
+  }
+  return Object.keys(b).length > 0 ? b : undefined;
 }
 
 export function encodeDom0Cmdline(c: Dom0Cmdline): string {
@@ -67,7 +111,7 @@ export function encodeDom0Cmdline(c: Dom0Cmdline): string {
   const dir = c.configDir !== undefined ? ` configs=${c.configDir}` : '';
   const specs = (c.guestSpecs ?? []).map((g) => ` guest=${g}`).join('');
   const g = c.guests.length > 0 ? `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} ` : '';
-  return `${g}keep=${c.keep ? 1 : 0}${t}${dir}${specs}`;
+  return `${g}keep=${c.keep ? 1 : 0}${t}${dir}${specs}${encodeBlkback(c.blkback)}`;
 }
 
 export function parseDom0Cmdline(s: string): Dom0Cmdline {
@@ -80,11 +124,13 @@ export function parseDom0Cmdline(s: string): Dom0Cmdline {
   const guests = g ? (JSON.parse(Buffer.from(g, 'base64').toString('utf8')) as PvBuildConfig[]) : [];
   const t = Number(kv.get('shutdown_timeout'));
   const guestSpecs = pairs.filter(([k]) => k === 'guest').map(([, v]) => v);
+  const blkback = parseBlkback(kv);
   return {
     guests, keep: kv.get('keep') === '1',
     ...(kv.has('shutdown_timeout') && Number.isFinite(t) && t >= 0 ? { shutdownTimeoutS: t } : {}),
     ...(kv.has('configs') ? { configDir: kv.get('configs') } : {}),
     ...(guestSpecs.length > 0 ? { guestSpecs } : {}),
+    ...(blkback ? { blkback } : {}),
   };
 }
 
@@ -150,7 +196,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   // blkback maps frontends' grants through Dom0's own grant table (it grants
   // nothing itself), set up when the first vbd appears.
   const blkback = await BlkbackDriver.start({ xb: xs.xb, ev, gt: () => new GrantTable(xen), dma: host.dma, post: loop.post,
-    addPoller: (port, serve) => loop.addPoller(port, serve),
+    addPoller: (port, serve) => loop.addPoller(port, serve), ...cmd.blkback,
   });
   // An fdatasync completion is a host callback: it runs only while Dom0 is awake, so sleep briefly while one is due.
   loop.watchHostClients(() => blkback.pendingHostIo);

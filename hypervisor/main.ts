@@ -6,7 +6,7 @@
  *
  *   npm start -- [--mem MiB] [--pcpus N] [--sched credit|credit2|null]
  *                [--dom0-mem MiB] [--keep] [--guest name=kernel.ts[:MiB]]...
- *                [--configs DIR]
+ *                [--configs DIR] [--dom0-args STR]
  */
 import { parseArgs } from 'node:util';
 import { logger } from '../shared/log.ts';
@@ -22,11 +22,11 @@ export const EXAMPLE_CONFIG_DIR = 'domU/configs';
  * (an xl.cfg directory, or guest=<spec> entries) and whether to keep running.
  * The hypervisor passes it through as text, as Xen passes dom0's.
  */
-function dom0Cmdline(guestSpecs: readonly string[], configDir: string | undefined, keep: boolean): string {
+function dom0Cmdline(guestSpecs: readonly string[], configDir: string | undefined, keep: boolean, extra: string | undefined): string {
   const specs = guestSpecs.map((g) => `guest=${g}`);
   if (configDir !== undefined) specs.push(`configs=${configDir}`);
   const guests = specs.length > 0 ? specs.join(' ') : `configs=${EXAMPLE_CONFIG_DIR}`;
-  return `${guests} keep=${keep ? 1 : 0}`;
+  return `${guests} keep=${keep ? 1 : 0}${extra ? ` ${extra}` : ''}`;
 }
 
 const USAGE = `usage: npm start -- [options]
@@ -37,6 +37,8 @@ const USAGE = `usage: npm start -- [options]
   --guest SPEC       name=path/to/kernel.ts[:MiB], repeatable (default: the guests of
                      the example configurations, domU/configs/*.cfg)
   --configs DIR      create the guests of every xl.cfg file in DIR instead of the examples
+  --dom0-args STR    more of Dom0's command line, e.g. blkback's switches:
+                     "xen_blkback.feature_persistent=0 xen_blkback.max_ring_page_order=0"
   --keep             keep the host running after the guests shut down (Ctrl-C stops it);
                      typed input goes to the serial console (CONSOLEIO_read, VIRQ_CONSOLE)
   --help             this text`;
@@ -54,7 +56,7 @@ async function main(): Promise<number> {
     options: {
       mem: { type: 'string' }, pcpus: { type: 'string' }, sched: { type: 'string' },
       'dom0-mem': { type: 'string' }, keep: { type: 'boolean', default: false },
-      guest: { type: 'string', multiple: true }, configs: { type: 'string' }, help: { type: 'boolean', default: false },
+      guest: { type: 'string', multiple: true }, configs: { type: 'string' }, 'dom0-args': { type: 'string' }, help: { type: 'boolean', default: false },
     },
   });
   if (values.help) {
@@ -73,7 +75,7 @@ async function main(): Promise<number> {
   const stop = (): void => { void platform.stop().then(() => process.exit(130)); };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: dom0Mem, cmdline: dom0Cmdline(values.guest ?? [], values.configs, values.keep ?? false) });
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: dom0Mem, cmdline: dom0Cmdline(values.guest ?? [], values.configs, values.keep ?? false, values['dom0-args']) });
   if (values.keep && process.stdin.isTTY) {
     // The host's serial line: keystrokes reach Dom0 through CONSOLEIO_read.
     process.stdin.on('data', (b: Buffer) => { platform.serialInput(new Uint8Array(b)); });

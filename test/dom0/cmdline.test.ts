@@ -21,6 +21,14 @@ describe("Dom0's command line", () => {
     expect(parseDom0Cmdline(encodeDom0Cmdline(c))).toEqual(c);
   });
 
+  it("reads blkback's switches (Linux's xen_blkback parameters) and round-trips them; malformed ones are ignored", () => {
+    const c = parseDom0Cmdline('keep=0 xen_blkback.feature_persistent=0 xen_blkback.max_ring_page_order=0 xen_blkback.feature_indirect=1 xen_blkback.max_persistent_grants=64');
+    expect(c.blkback).toEqual({ persistent: false, multiPageRing: false, indirect: true, maxPersistentGrants: 64 });
+    expect(parseDom0Cmdline(encodeDom0Cmdline(c))).toEqual(c);
+    expect(parseDom0Cmdline('keep=0 xen_blkback.feature_persistent=no xen_blkback.max_ring_page_order=-1').blkback).toBeUndefined();
+    expect(parseDom0Cmdline('keep=0').blkback).toBeUndefined();
+  });
+
   it('refuses a bad config file or spec, naming it (nothing is built)', () => {
     expect(() => dom0Guests(parseDom0Cmdline('configs=test/fixtures/configs-bad'), ROOT)).toThrow(/bad\.cfg:4.*bogus_key/);
     expect(() => dom0Guests(parseDom0Cmdline('guest=no-kernel'), ROOT)).toThrow(/guest no-kernel: expected name=/);

@@ -72,6 +72,16 @@ export function copyFromGuest(hv: HvState, slot: number, gpa: number, len: numbe
 /** copy_to_guest: false if any byte is unmapped or read-only (the caller answers -EFAULT). */
 export function copyToGuest(hv: HvState, slot: number, gpa: number, data: Uint8Array): boolean {
   if (!rangeOk(gpa, data.length)) return false;
+  const len = data.length;
+  if (len === 0) return true;
+  if ((gpa % L_PAGE_SIZE) + len <= L_PAGE_SIZE) {
+    // Within one page (ring entries, responses, op arrays): one translation.
+    const ma = gpaToMachine(hv, slot, gpa, true);
+    if (ma < 0) return false;
+    if (len <= 16) for (let i = 0; i < len; i++) hv.mem8[ma + i] = data[i]!;
+    else hv.mem8.set(data, ma);
+    return true;
+  }
   // Check every page first so a fault leaves guest memory untouched.
   for (let a = gpa; a < gpa + data.length; a = (Math.floor(a / PAGE_SIZE) + 1) * PAGE_SIZE) {
     if (gpaToMachine(hv, slot, a, true) < 0) return false;

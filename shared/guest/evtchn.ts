@@ -126,10 +126,17 @@ export class EventChannels {
    * The upcall: clear evtchn_upcall_pending, take the selector, then for each
    * selected word handle every pending, unmasked port (clearing its pending bit
    * before its handler runs). Returns how many ports were handled.
+   *
+   * With evtchn_upcall_pending clear there is nothing to take: the hypervisor
+   * sets it after the selector bit whenever that bit was clear, and a bit
+   * already set stays covered by the flag that announced it until a dispatch
+   * clears both. So a look that finds it clear costs one byte load (kernel
+   * loops call this on every round of a spin).
    */
   dispatch(vcpu: number = this.xen.k.vcpuId): number {
     const mem = this.xen.k.mem;
     const vi = this.sharedInfo + vcpuInfoOffset(vcpu);
+    if (mem.readU8(vi + UPCALL) === 0) return 0;
     mem.atomicXchg8(vi + UPCALL, 0);
     const selLo = mem.atomicXchg32(vi + SEL, 0);
     const selHi = mem.atomicXchg32(vi + SEL + 4, 0);

@@ -68,10 +68,15 @@ export class BlkRing {
   /** Allocate 2^order pages, SHARED_RING_INIT, FRONT_RING_INIT, and grant every page to `backend`. */
   constructor(private readonly xen: Xen, private readonly gnttab: GrantTable, backend: number, readonly order: number) {
     this.pageGfns = Array.from({ length: 1 << order }, () => xen.allocGfn());
-    const mem = pagedRingMemory(xen.k.mem, this.pageGfns.map((g) => g * PAGE_SIZE));
-    for (let i = 1; i < this.pageGfns.length; i++) mem.write(i * PAGE_SIZE, new Uint8Array(PAGE_SIZE));
-    sharedRingInit(mem, 0);
-    this.front = new FrontRing(mem, ringGeometry(0, PAGE_SIZE << order, BLKIF_RING_ENTRY_SIZE));
+    // Pages that are adjacent in our physmap (always for one page) are used
+    // directly; others through a view that presents them as one range.
+    const g0 = this.pageGfns[0]!;
+    const adjacent = this.pageGfns.every((g, i) => g === g0 + i);
+    const mem = adjacent ? xen.k.mem : pagedRingMemory(xen.k.mem, this.pageGfns.map((g) => g * PAGE_SIZE));
+    const base = adjacent ? g0 * PAGE_SIZE : 0;
+    for (let i = 1; i < this.pageGfns.length; i++) mem.write(base + i * PAGE_SIZE, new Uint8Array(PAGE_SIZE));
+    sharedRingInit(mem, base);
+    this.front = new FrontRing(mem, ringGeometry(base, PAGE_SIZE << order, BLKIF_RING_ENTRY_SIZE));
     this.refs = this.pageGfns.map((g) => gnttab.grantAccess(backend, g));
     this.shadows = new Array<Shadow | undefined>(this.front.size).fill(undefined);
     for (let id = this.front.size - 1; id >= 0; id--) this.freeIds.push(id);

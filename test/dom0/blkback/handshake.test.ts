@@ -4,22 +4,9 @@
  * reconnect, the fatal paths (missing file, unknown protocol), toolstack
  * removal, and no leaked mapping, port, gfn or watch afterwards.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
-
-const dirs: string[] = [];
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
-
-function tempDisk(bytes: number): string {
-  const d = mkdtempSync(join(tmpdir(), 'xents-blkback-'));
-  dirs.push(d);
-  const p = join(d, 'disk.img');
-  writeFileSync(p, new Uint8Array(bytes));
-  return p;
-}
+import { tempDisk } from '../../helpers/temp-disk.ts';
 
 describe('blkback handshake', () => {
   it('probes, publishes features, connects, reports the disk, and releases everything on unplug', async () => {

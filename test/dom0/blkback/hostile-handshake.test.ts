@@ -7,24 +7,11 @@
  * keeps nothing of it (no mapping, no port), and another device of the same
  * guest still connects.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
+import { tempDisk } from '../../helpers/temp-disk.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
 import { sharedRingInit } from '../../../shared/ring/ring.ts';
-
-const dirs: string[] = [];
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
-
-function tempDisk(bytes: number): string {
-  const d = mkdtempSync(join(tmpdir(), 'xents-blkback-'));
-  dirs.push(d);
-  const p = join(d, 'disk.img');
-  writeFileSync(p, new Uint8Array(bytes));
-  return p;
-}
 
 /** What the frontend publishes: each case builds its keys from a good ring and port. */
 interface Good { readonly ref: number; readonly port: number; readonly f: FakeBlkfront }

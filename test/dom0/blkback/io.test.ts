@@ -5,32 +5,17 @@
  * persistent grants, flush and barrier durability order, multi-page rings,
  * indirect requests, hot-unplug with requests in flight, no leaks.
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 import {
   BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
   BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY,
 } from '../../../shared/abi/blkif.ts';
 import { SRING_HEADER } from '../../../shared/abi/ring.ts';
 import { encodeRequest, type BlkifSegment } from '../../../shared/blkif/proto.ts';
-import type { BlockStorage } from '../../../dom0/blkback/storage.ts';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
+import { tempDisk } from '../../helpers/temp-disk.ts';
 import { Dom0Loop } from '../../../dom0/loop.ts';
-
-const dirs: string[] = [];
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
-
-function tempDisk(bytes: number, fill?: (b: Uint8Array) => void): string {
-  const d = mkdtempSync(join(tmpdir(), 'xents-blkback-'));
-  dirs.push(d);
-  const p = join(d, 'disk.img');
-  const b = new Uint8Array(bytes);
-  fill?.(b);
-  writeFileSync(p, b);
-  return p;
-}
 
 const rw = (operation: 0 | 1 | 2 | 3, id: bigint, sector: number, segs: BlkifSegment[], nrSegments = segs.length) =>
   ({ kind: 'rw' as const, operation, nrSegments, handle: 0, id, sector, segs });

@@ -5,27 +5,14 @@
  * discard, indirect requests, refused ones; kept across a reconnection, gone
  * with the device.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
   BLKIF_RSP_ERROR, BLKIF_RSP_OKAY,
 } from '../../../shared/abi/blkif.ts';
 import type { BlkifSegment } from '../../../shared/blkif/proto.ts';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
-
-const dirs: string[] = [];
-afterEach(() => { for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true }); });
-
-function tempDisk(bytes: number): string {
-  const d = mkdtempSync(join(tmpdir(), 'xents-blkstats-'));
-  dirs.push(d);
-  const p = join(d, 'disk.img');
-  writeFileSync(p, new Uint8Array(bytes));
-  return p;
-}
+import { tempDisk } from '../../helpers/temp-disk.ts';
 
 const rw = (operation: 0 | 1 | 2 | 3, id: bigint, sector: number, segs: BlkifSegment[], nrSegments = segs.length) =>
   ({ kind: 'rw' as const, operation, nrSegments, handle: 0, id, sector, segs });

@@ -71,3 +71,14 @@ export function indexes(mem: RingMemory, base: number): SharedIndexes {
     rspProd: mem.atomicLoad32(base + F.rsp_prod.offset), rspEvent: mem.atomicLoad32(base + F.rsp_event.offset),
   };
 }
+
+/** A test entry's payload: its sequence number and a check word mixed with `tag` (REQ_TAG or RSP_TAG). */
+export function payload(seq: number, tag: number): Uint8Array {
+  const b = new Uint8Array(8);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, seq >>> 0, true);
+  dv.setUint32(4, (Math.imul(seq, 0x9e37_79b1) ^ tag) >>> 0, true);
+  return b;
+}
+export const REQ_TAG = 0x5245_5131;
+export const RSP_TAG = 0x5253_5031;

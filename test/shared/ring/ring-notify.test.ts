@@ -26,21 +26,14 @@ import fc from 'fast-check';
 import { BackRing, FrontRing } from '../../../shared/ring/ring.ts';
 import type { RingGeometry, RingMemory } from '../../../shared/ring/ring.ts';
 import { SRING_HEADER } from '../../../shared/abi/ring.ts';
-import { flatRingAt, indexes } from '../../helpers/flat-ring-memory.ts';
+import { flatRingAt, indexes, payload, REQ_TAG, RSP_TAG } from '../../helpers/flat-ring-memory.ts';
 import { SteppedCall } from './stepped-call.ts';
 
 const ENTRY = 16;
 const HDR = SRING_HEADER.fields;
 
-function payload(seq: number, tag: number): Uint8Array {
-  const b = new Uint8Array(8);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, seq >>> 0, true);
-  dv.setUint32(4, (Math.imul(seq, 0x9e37_79b1) ^ tag) >>> 0, true);
-  return b;
-}
-const REQ = 0x5245_5131;
-const RSP = 0x5253_5031;
+const REQ = REQ_TAG;
+const RSP = RSP_TAG;
 
 /** What a step machine yields: a ring method to run access by access, or "sleep until notified". */
 type Yielded = SteppedCall<unknown> | 'sleep';

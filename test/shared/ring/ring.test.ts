@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { BackRing, FrontRing, needsNotify, ringGeometry, sharedRingInit } from '../../../shared/ring/ring.ts';
 import { ringSize, SRING_HEADER } from '../../../shared/abi/ring.ts';
 import { BLKIF_RING_ENTRY_SIZE, blkifRingSize } from '../../../shared/abi/blkif.ts';
-import { FlatRingMemory, flatRingAt, indexes, setIndexes } from '../../helpers/flat-ring-memory.ts';
+import { FlatRingMemory, flatRingAt, indexes, payload, REQ_TAG, RSP_TAG, setIndexes } from '../../helpers/flat-ring-memory.ts';
 
 const U32 = 0x1_0000_0000;
 const u32 = (n: number): number => ((n % U32) + U32) % U32;
@@ -20,16 +20,8 @@ const nearWrap = fc.integer({ min: 0xffff_ffff - 40, max: 0xffff_ffff });
 const anyStart = fc.oneof(nearWrap, fc.constant(0), fc.integer({ min: 0, max: 0xffff_ffff }));
 const ringSizes = fc.constantFrom(1, 2, 4, 8, 32);
 
-/** A request or response payload: its sequence number and a check word. */
-function payload(seq: number, tag: number): Uint8Array {
-  const b = new Uint8Array(8);
-  const dv = new DataView(b.buffer);
-  dv.setUint32(0, seq >>> 0, true);
-  dv.setUint32(4, (Math.imul(seq, 0x9e37_79b1) ^ tag) >>> 0, true);
-  return b;
-}
-const REQ = 0x5245_5131;
-const RSP = 0x5253_5031;
+const REQ = REQ_TAG;
+const RSP = RSP_TAG;
 
 function pair(start: number, size: number) {
   const { mem, g } = flatRingAt(start, size, ENTRY);

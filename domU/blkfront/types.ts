@@ -75,3 +75,18 @@ export function blkifStatusName(status: number): string {
     default: return `status ${status}`;
   }
 }
+
+/** Counters, for tests and benchmarks. */
+export interface BlkfrontStats {
+  /** Requests put on the ring, by blkif operation (indirect ones under 'indirect'). */
+  readonly requests: Record<'read' | 'write' | 'flush' | 'barrier' | 'discard' | 'indirect', number>;
+  /** Segments sent (direct and indirect). */
+  segments: number;
+  /** Event channel notifications sent to the backend. */
+  notifies: number;
+  responses: number;
+  /** Requests issued again on a new ring after a backend came back. */
+  reissued: number;
+  /** Rings set up (1 + reconnections). */
+  rings: number;
+}

@@ -1,0 +1,62 @@
+/**
+ * Reading blkif responses (Linux blkfront's blkif_interrupt side): a private
+ * copy of each response taken from its slot before it is looked at (rule 3),
+ * the copy of a read's data out of its pages, and the feature a backend's
+ * BLKIF_RSP_EOPNOTSUPP turns off. Matching a response to its request and
+ * settling the I/O are the device's (blkfront.ts).
+ */
+import { BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_WRITE_BARRIER, BLKIF_RESPONSE, BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
+import type { Xen } from '../../shared/guest/xen.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
+import type { BlkRing, Shadow } from './ring.ts';
+import type { BlkFeatures } from './types.ts';
+
+/** Field offsets of the response entry (shared/abi/blkif.ts). */
+const RS = BLKIF_RESPONSE.fields;
+
+/** A u64 given as two words, in decimal (for messages). */
+export const u64Text = (lo: number, hi: number): string => ((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString();
+
+/**
+ * Our private copy of the last response taken (struct blkif_response), read
+ * in place: one buffer, reused (no allocation per response).
+ */
+export class ResponseCopy {
+  private readonly rspBuf = new Uint8Array(BLKIF_RESPONSE.size);
+  private readonly rspView = new DataView(this.rspBuf.buffer);
+
+  /** Copy the next response out of its slot (the caller knows one is there); the slot is not read again. */
+  take(ring: BlkRing): void { ring.front.takeResponseInto(this.rspBuf); }
+  /** The u64 id's low word. */
+  get id(): number { return this.rspView.getUint32(RS.id.offset, true); }
+  /** The u64 id's high word. */
+  get idHigh(): number { return this.rspView.getUint32(RS.id.offset + 4, true); }
+  get operation(): number { return this.rspView.getUint8(RS.operation.offset); }
+  get status(): number { return this.rspView.getInt16(RS.status.offset, true); }
+}
+
+/** Copy a read's data from its pages into the caller's buffer, at the piece's offset. */
+export function copyOut(xen: Xen, sh: Shadow): void {
+  const { op, count, offset } = sh.piece;
+  const mem = xen.k.mem;
+  const bytes = count * BLKIF_SECTOR_SIZE;
+  const buf = op.buf!;
+  const pages = sh.pages;
+  // One page filling the caller's whole buffer (a 4 KiB read, or less): no view to make.
+  if (pages.length === 1 && offset === 0 && bytes === buf.length) {
+    mem.readInto(pages[0]!.gpa, buf);
+    return;
+  }
+  for (let k = 0; k < pages.length; k++) {
+    const at = offset + k * PAGE_SIZE;
+    mem.readInto(pages[k]!.gpa, buf.subarray(at, at + Math.min(PAGE_SIZE, bytes - k * PAGE_SIZE)));
+  }
+}
+
+/** The features once the backend said EOPNOTSUPP to `operation` (Linux turns that feature off). */
+export function withoutFeature(f: BlkFeatures, operation: number): BlkFeatures {
+  if (operation === BLKIF_OP_FLUSH_DISKCACHE) return { ...f, flushCache: false };
+  if (operation === BLKIF_OP_WRITE_BARRIER) return { ...f, barrier: false };
+  if (operation === BLKIF_OP_DISCARD) return { ...f, discard: false };
+  return f;
+}

@@ -1,0 +1,56 @@
+/**
+ * Push batching: requests are put on the ring as they are submitted and
+ * published (one RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, one notification at
+ * most) at the end of the burst. BlkDataPath.pushRequests publishes; this
+ * counts what is unpushed and runs the microtask fallback that ends a burst
+ * when no kernel loop does.
+ */
+export class PushBatch {
+  /** Requests put on the current ring and not yet pushed (req_prod_pvt - req_prod). */
+  unpushed = 0;
+  /** The microtask push (pushTask) is queued. */
+  private pushQueued = false;
+  /** Requests were put since pushTask was queued: the burst is still growing. */
+  private putSinceQueued = false;
+
+  /** `push`: publish what is unpushed (BlkDataPath.pushRequests; it zeroes `unpushed`). */
+  constructor(private readonly push: () => void) {}
+
+  /**
+   * `put` requests went on the ring. `full`: nothing more can go on it until
+   * responses come (slots, ids or pages spent): push now. Otherwise the
+   * microtask fallback pushes at the end of the burst.
+   */
+  added(put: number, full: boolean): void {
+    this.unpushed += put;
+    if (full) {
+      this.push();
+      return;
+    }
+    if (this.pushQueued) {
+      this.putSinceQueued = true;
+    } else {
+      this.pushQueued = true;
+      this.putSinceQueued = false;
+      queueMicrotask(this.pushTask);
+    }
+  }
+
+  /**
+   * The microtask fallback (a driver used without a kernel loop still
+   * pushes): it waits, a microtask turn at a time, until a turn in which
+   * nothing more was put on the ring (each completion's continuation
+   * re-submits in its own turn), then pushes once for the whole burst. A
+   * burst is bounded by the ring's size (a full ring is pushed at once).
+   */
+  private readonly pushTask = (): void => {
+    if (this.putSinceQueued && this.unpushed > 0) {
+      this.putSinceQueued = false;
+      queueMicrotask(this.pushTask);
+      return;
+    }
+    this.pushQueued = false;
+    this.putSinceQueued = false;
+    this.push();
+  };
+}

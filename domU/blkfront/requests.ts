@@ -1,0 +1,189 @@
+/**
+ * Building blkif requests (Linux blkfront's blkif_queue_request): the head of
+ * the driver's queue becomes one request on the ring. Flush, barrier and
+ * discard carry no segments; a read or write covers up to the segment limit,
+ * direct (segments in the entry, BLKIF_MAX_SEGMENTS_PER_REQUEST at most) or
+ * indirect (segments listed in granted indirect pages, BLKIF_OP_INDIRECT).
+ *
+ * Every request is encoded in one entry buffer owned by the writer and reused
+ * (no allocation per request), then copied into its ring slot. Publishing the
+ * slot (the push) is the caller's.
+ */
+import {
+  BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE,
+  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT,
+  BLKIF_RING_ENTRY_SIZE, BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
+} from '../../shared/abi/blkif.ts';
+import { encodeIndirectSegments, encodeRequest, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import type { Xen } from '../../shared/guest/xen.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
+import type { DataPages, GrantedPage } from './grants.ts';
+import type { BlkRing, Piece } from './ring.ts';
+import type { BlkDiskInfo, BlkFeatures, BlkfrontStats } from './types.ts';
+
+const SECTOR = BLKIF_SECTOR_SIZE;
+/** The most segments an indirect request can describe. */
+export const MAX_INDIRECT_SEGMENTS = BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGS_PER_INDIRECT_FRAME;
+/** Field offsets of the request entry (shared/abi/blkif.ts). */
+const RQ = BLKIF_REQUEST.fields;
+const SEG = BLKIF_REQUEST_SEGMENT.fields;
+const SEG_SIZE = BLKIF_REQUEST_SEGMENT.size;
+
+/** The pages of a request that has none (shared; frozen). */
+const NO_PAGES: readonly GrantedPage[] = Object.freeze([]);
+
+/**
+ * What `issue` did with the queue's head: 'issued' (a request is on the ring,
+ * the head consumed or shortened), 'no-pages' (the page budget is spent:
+ * nothing done), 'no-flush' / 'no-discard' (the backend does not offer the
+ * operation: nothing done; the caller takes the head off and fails it).
+ */
+export type IssueResult = 'issued' | 'no-pages' | 'no-flush' | 'no-discard';
+
+/**
+ * Why `sector`+`count` cannot be done on `d` (outside the disk, or not
+ * aligned to its sector size), or undefined if it can.
+ */
+export function rangeError(d: BlkDiskInfo, sector: number, count: number): string | undefined {
+  if (!Number.isSafeInteger(sector) || !Number.isSafeInteger(count) || sector < 0 || count < 0) return `bad range ${sector}+${count}`;
+  if (sector + count > d.sectors) return `sectors ${sector}..${sector + count} past the end of the disk (${d.sectors})`;
+  const per = d.sectorSize / SECTOR;
+  if (per > 1 && (sector % per !== 0 || count % per !== 0)) return `sectors ${sector}+${count} not aligned to the ${d.sectorSize}-byte sector size`;
+  return undefined;
+}
+
+export class RequestWriter {
+  /** The entry a request is encoded in before it is copied into its slot (reused: no allocation per request). */
+  private readonly reqBuf = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+  private readonly reqView = new DataView(this.reqBuf.buffer);
+
+  constructor(
+    private readonly xen: Xen,
+    private readonly pages: DataPages,
+    /** The blkif handle (the virtual device number's low 16 bits). */
+    private readonly handle: number,
+    private readonly stats: BlkfrontStats,
+  ) {}
+
+  /** Put the head of `queue` on `ring` as one request (the caller checked ring.canQueue). */
+  issue(ring: BlkRing, queue: Piece[], f: BlkFeatures): IssueResult {
+    const piece = queue[0]!;
+    const kind = piece.op.kind;
+    if (kind === 'flush' || kind === 'discard') return this.issueNoData(ring, queue, piece, f);
+    return this.issueReadWrite(ring, queue, piece, f);
+  }
+
+  /** BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE or (else) BLKIF_OP_WRITE_BARRIER. */
+  private issueNoData(ring: BlkRing, queue: Piece[], piece: Piece, f: BlkFeatures): IssueResult {
+    const kind = piece.op.kind;
+    let operation: number;
+    if (kind === 'discard') operation = BLKIF_OP_DISCARD;
+    else if (f.flushCache) operation = BLKIF_OP_FLUSH_DISKCACHE;
+    else if (f.barrier) operation = BLKIF_OP_WRITE_BARRIER;
+    else return 'no-flush';
+    if (kind === 'discard' && !f.discard) return 'no-discard';
+    queue.shift();
+    const sh = ring.addShadow(piece, operation, undefined, NO_PAGES, NO_PAGES);
+    const id = BigInt(sh.id);
+    const handle = this.handle;
+    ring.front.putRequest(kind === 'discard'
+      ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector: piece.sector, nrSectors: piece.count }, this.reqBuf)
+      : encodeRequest({ kind: 'rw', operation: operation as typeof BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle, id, sector: 0, segs: [] }, this.reqBuf));
+    this.stats.requests[kind === 'discard' ? 'discard' : operation === BLKIF_OP_FLUSH_DISKCACHE ? 'flush' : 'barrier']++;
+    return 'issued';
+  }
+
+  /** BLKIF_OP_READ / BLKIF_OP_WRITE of the piece's first sectors, direct or indirect. */
+  private issueReadWrite(ring: BlkRing, queue: Piece[], piece: Piece, f: BlkFeatures): IssueResult {
+    const maxSegs = f.maxIndirectSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST ? f.maxIndirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const n = Math.min(piece.count, maxSegs * SECTORS_PER_PAGE);
+    const nseg = Math.ceil(n / SECTORS_PER_PAGE);
+    const indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const nind = indirect ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
+    if (!this.pages.available(nseg + nind)) return 'no-pages';
+
+    const op = piece.op;
+    const write = op.kind === 'write';
+    // Direct requests write their segments straight into the request entry; indirect ones list them.
+    const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
+    if (!indirect) this.reqBuf.fill(0);
+    const pages = this.takeDataPages(piece, n, nseg, write, segs);
+    // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
+    const indirectPages = nind > 0 ? this.writeIndirectPages(segs!, nind) : (NO_PAGES as GrantedPage[]);
+
+    // The request covers the first n sectors; the rest of the piece stays at the queue's head.
+    const head: Piece = n === piece.count ? piece : { op, sector: piece.sector, count: n, offset: piece.offset };
+    if (n === piece.count) queue.shift();
+    else queue[0] = { op, sector: piece.sector + n, count: piece.count - n, offset: piece.offset + n * SECTOR };
+
+    const rwOp = write ? BLKIF_OP_WRITE : BLKIF_OP_READ;
+    const sh = ring.addShadow(head, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : undefined, pages, indirectPages);
+    if (indirect) {
+      const id = BigInt(sh.id);
+      encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) }, this.reqBuf);
+    } else {
+      this.encodeDirectHeader(rwOp, nseg, sh.id, piece.sector);
+    }
+    ring.front.putRequest(this.reqBuf);
+    this.stats.requests[indirect ? 'indirect' : write ? 'write' : 'read']++;
+    this.stats.segments += nseg;
+    return 'issued';
+  }
+
+  /**
+   * Take and grant the `nseg` data pages of the piece's first `n` sectors
+   * (copying the data in for a write). Each segment goes into `segs` if
+   * given (indirect), else straight into the request entry (direct).
+   */
+  private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, segs: BlkifSegment[] | undefined): GrantedPage[] {
+    const mem = this.xen.k.mem;
+    const dv = this.reqView;
+    const pages: GrantedPage[] = [];
+    for (let k = 0; k < nseg; k++) {
+      const p = this.pages.take(write)!;
+      const sectors = Math.min(SECTORS_PER_PAGE, n - k * SECTORS_PER_PAGE);
+      if (write) {
+        const at = piece.offset + k * PAGE_SIZE;
+        const buf = piece.op.buf!;
+        mem.write(p.gpa, at === 0 && sectors * SECTOR === buf.length ? buf : buf.subarray(at, at + sectors * SECTOR));
+      }
+      pages.push(p);
+      if (segs) {
+        segs.push({ gref: p.ref!, firstSect: 0, lastSect: sectors - 1 });
+      } else {
+        const s = RQ.seg.offset + k * SEG_SIZE;
+        dv.setUint32(s + SEG.gref.offset, p.ref! >>> 0, true);
+        dv.setUint8(s + SEG.first_sect.offset, 0);
+        dv.setUint8(s + SEG.last_sect.offset, sectors - 1);
+      }
+    }
+    return pages;
+  }
+
+  /** Take and grant `nind` indirect pages (read-only) and write `segs` into them, SEGS_PER_INDIRECT_FRAME a page. */
+  private writeIndirectPages(segs: readonly BlkifSegment[], nind: number): GrantedPage[] {
+    const mem = this.xen.k.mem;
+    const indirectPages: GrantedPage[] = [];
+    for (let i = 0; i < nind; i++) {
+      const p = this.pages.take(true)!;
+      const part = segs.slice(i * SEGS_PER_INDIRECT_FRAME, (i + 1) * SEGS_PER_INDIRECT_FRAME);
+      const bytes = new Uint8Array(PAGE_SIZE);
+      encodeIndirectSegments(part, bytes);
+      mem.write(p.gpa, bytes);
+      indirectPages.push(p);
+    }
+    return indirectPages;
+  }
+
+  /** struct blkif_request (as encodeRequest writes it; the segments are in already). */
+  private encodeDirectHeader(rwOp: number, nseg: number, id: number, sector: number): void {
+    const dv = this.reqView;
+    dv.setUint8(RQ.operation.offset, rwOp);
+    dv.setUint8(RQ.nr_segments.offset, nseg);
+    dv.setUint16(RQ.handle.offset, this.handle, true);
+    dv.setUint32(RQ.id.offset, id, true);
+    dv.setUint32(RQ.id.offset + 4, 0, true);
+    dv.setUint32(RQ.sector_number.offset, sector >>> 0, true);
+    dv.setUint32(RQ.sector_number.offset + 4, Math.floor(sector / 0x1_0000_0000) >>> 0, true);
+  }
+}

@@ -30,8 +30,8 @@ import {
   BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
   SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
-import { BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
-import { decodeIndirectSegments, decodeRequest, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import { BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
+import { copyRequestId, decodeIndirectSegments, decodeRequest, DirectRwScratch, type BlkifSegment } from '../../shared/blkif/proto.ts';
 import type { GuestMemory } from '../../shared/guest/api.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { limitedWarn, logger, RateLimiter } from '../../shared/log.ts';
@@ -40,10 +40,13 @@ import type { GfnPool } from './gfn-pool.ts';
 import { copyIndirectPages, RequestMappings, type GrantIoStats } from './grant-io.ts';
 import type { PersistentGrants } from './persistent.ts';
 import type { BlockStorage } from './storage.ts';
-import { checkRequest, indirectPages, type CheckedDiscard, type CheckedIo, type DiskLimits } from './validate.ts';
+import { checkDirectRw, checkRequest, indirectPages, type CheckedDiscard, type CheckedIo, type DiskLimits } from './validate.ts';
 
 const log = logger('blkback');
-const RSP = BLKIF_RESPONSE.fields;
+const RSP_ID = BLKIF_RESPONSE.fields.id.offset;
+const RSP_OPERATION = BLKIF_RESPONSE.fields.operation.offset;
+const RSP_STATUS = BLKIF_RESPONSE.fields.status.offset;
+const REQ_ID = BLKIF_REQUEST.fields.id.offset;
 /** Lines a frontend can trigger: rate-limited per device. */
 const limiter = new RateLimiter();
 
@@ -125,6 +128,9 @@ export class BlkifEngine {
   private readonly rspView = new DataView(this.rsp.buffer);
   /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes). */
   private readonly entry = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+  private readonly entryView = new DataView(this.entry.buffer);
+  /** The common case (direct READ/WRITE) decoded from `entry` without allocating. */
+  private readonly direct = new DirectRwScratch();
   private readonly maps: RequestMappings;
   private kicking = false;
 
@@ -213,18 +219,42 @@ export class BlkifEngine {
   }
 
   private respond(id: bigint, op: number, status: number): void {
-    if (status !== BLKIF_RSP_OKAY) this.stats.errors++;
     // encodeResponse's layout (BLKIF_RESPONSE), into our one buffer through one DataView: no allocation.
+    this.rspView.setBigUint64(RSP_ID, id, true);
+    this.put(op, status);
+  }
+
+  /** Answer the request in `entry` (being handled now), its id copied from the private copy as bytes. */
+  private respondToEntry(op: number, status: number): void {
+    copyRequestId(this.entryView, this.rspView);
+    this.put(op, status);
+  }
+
+  /** Put the response whose id is already in `rsp`. */
+  private put(op: number, status: number): void {
+    if (status !== BLKIF_RSP_OKAY) this.stats.errors++;
     const dv = this.rspView;
-    dv.setBigUint64(RSP.id.offset, id, true);
-    dv.setUint8(RSP.operation.offset, op & 0xff);
-    dv.setInt16(RSP.status.offset, status, true);
+    dv.setUint8(RSP_OPERATION, op & 0xff);
+    dv.setInt16(RSP_STATUS, status, true);
     this.d.ring.putResponse(this.rsp);
   }
 
   /** One request, from its private copy. */
   private handle(entry: Uint8Array): void {
     this.stats.requests++;
+    // The common case: a direct READ/WRITE that passes every check, decoded
+    // and checked from the same private copy without allocating (anything
+    // else, refusals included, takes the general path below).
+    const direct = this.direct;
+    if (entry === this.entry && direct.decode(this.entryView)) {
+      const nrSectors = checkDirectRw(direct, this.d.limits);
+      if (nrSectors > 0) {
+        const op = direct.operation;
+        if (op === BLKIF_OP_READ) this.counters.rdReq++;
+        else this.counters.wrReq++;
+        return this.respondToEntry(op, this.data(op, direct.sector, nrSectors, direct.segs, null));
+      }
+    }
     const req = decodeRequest(entry);
     // Linux's dispatch_rw_block_io counts by req_operation before any check.
     const k = this.counters;
@@ -253,7 +283,7 @@ export class BlkifEngine {
       case 'io':
         if (c.op === BLKIF_OP_WRITE_BARRIER) return this.startBarrier(c);
         if (c.op === BLKIF_OP_FLUSH_DISKCACHE) return this.startFlush(c);
-        return this.respond(c.id, c.rspOp, this.data(c));
+        return this.respond(c.id, c.rspOp, this.dataOf(c));
     }
   }
 
@@ -266,22 +296,30 @@ export class BlkifEngine {
   }
 
   /** Move a checked request's data: a status. */
-  private data(c: CheckedIo): number {
-    if (c.segs.length === 0) return BLKIF_RSP_OKAY;
-    const read = c.op === BLKIF_OP_READ;
+  private dataOf(c: CheckedIo): number { return this.data(c.op, c.sector, c.nrSectors, c.segs, c.id); }
+
+  /**
+   * Move the data of a checked request (`op` on [sector, sector + nrSectors)
+   * through `segs`): a status. `id` only names it in logs; null: the request
+   * in `entry`, being handled now.
+   */
+  private data(op: number, sector: number, nrSectors: number, segs: readonly BlkifSegment[], id: bigint | null): number {
+    if (segs.length === 0) return BLKIF_RSP_OKAY;
+    const read = op === BLKIF_OP_READ;
     if (this.d.storage.isNull) {
-      this.countSectors(read, c.nrSectors);
+      this.countSectors(read, nrSectors);
       return BLKIF_RSP_OKAY;
     }
-    if (!this.maps.map(c.segs, !read)) {
-      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id) }, 'cannot map a segment grant');
+    if (!this.maps.map(segs, !read)) {
+      const idText = String(id ?? this.entryView.getBigUint64(REQ_ID, true));
+      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: idText }, 'cannot map a segment grant');
       return BLKIF_RSP_ERROR;
     }
     // Submitted (Linux counts sectors once the bios are submitted, before they complete).
-    this.countSectors(read, c.nrSectors);
+    this.countSectors(read, nrSectors);
     try {
-      const pos = c.sector * BLKIF_SECTOR_SIZE;
-      const want = c.nrSectors * BLKIF_SECTOR_SIZE;
+      const pos = sector * BLKIF_SECTOR_SIZE;
+      const want = nrSectors * BLKIF_SECTOR_SIZE;
       const done = read ? this.d.storage.read(this.maps.ranges, pos) : this.d.storage.write(this.maps.ranges, pos);
       return done === want ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR;
     } catch (e) {
@@ -313,7 +351,7 @@ export class BlkifEngine {
    * segments writes them first.
    */
   private startFlush(c: CheckedIo): void {
-    const pre = this.data(c);
+    const pre = this.dataOf(c);
     if (pre !== BLKIF_RSP_OKAY) return this.respond(c.id, c.rspOp, pre);
     if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, BLKIF_RSP_OKAY);
     const f: InFlight = { id: c.id, rspOp: c.rspOp };
@@ -328,14 +366,14 @@ export class BlkifEngine {
 
   /** WRITE_BARRIER: sync what came before, then its own data, then go on with later requests. */
   private startBarrier(c: CheckedIo): void {
-    if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, this.data(c));
+    if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, this.dataOf(c));
     const f: InFlight = { id: c.id, rspOp: c.rspOp };
     this.inFlight.add(f);
     this.barrier = true;
     this.d.storage.flush((err) => this.d.post(() => {
       if (!this.inFlight.delete(f)) return;
       this.barrier = false;
-      this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : this.data(c));
+      this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : this.dataOf(c));
       this.push();
       this.kick();
     }));

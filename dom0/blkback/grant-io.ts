@@ -23,6 +23,8 @@ export interface GrantIoStats {
   persistentHits: number;
 }
 
+const SECTOR = BLKIF_SECTOR_SIZE;
+
 interface MapReq { domid: number; ref: number; readonly: boolean; gfn: number }
 
 /**
@@ -32,6 +34,8 @@ interface MapReq { domid: number; ref: number; readonly: boolean; gfn: number }
  */
 export class RequestMappings {
   readonly ranges: GuestRange[] = [];
+  /** The range objects `ranges` holds, rewritten per request (the I/O reads them once, synchronously). */
+  private readonly rangePool: { gpa: number; len: number }[] = [];
   /** Per-request mappings to unmap after the I/O. */
   private readonly temp: GrantMapping[] = [];
   private readonly reqs: MapReq[] = [];
@@ -55,28 +59,34 @@ export class RequestMappings {
    * except mappings that became persistent (they are good ones).
    */
   map(segs: readonly BlkifSegment[], readonly: boolean): boolean {
-    this.ranges.length = 0;
-    this.reqs.length = 0;
-    this.segOf.length = 0;
+    // (Lengths are set only when they change: each set is a runtime call.)
+    if (this.ranges.length !== 0) this.ranges.length = 0;
+    if (this.reqs.length !== 0) this.reqs.length = 0;
+    if (this.segOf.length !== 0) this.segOf.length = 0;
     const gpas = this.gpas;
-    gpas.length = segs.length;
-    for (let i = 0; i < segs.length; i++) {
+    while (gpas.length < segs.length) gpas.push(0);
+    const persistent = this.persistent;
+    const nsegs = segs.length;
+    let hits = 0;
+    for (let i = 0; i < nsegs; i++) {
       const s = segs[i]!;
-      const p = this.persistent ? this.persistent.gpa(s.gref) : -1;
+      const p = persistent !== null ? persistent.gpa(s.gref) : -1;
       if (p >= 0) {
         gpas[i] = p;
-        this.stats.persistentHits++;
+        hits++;
         continue;
       }
       const gfn = this.pool.take();
       if (gfn < 0) {
         for (const r of this.reqs) this.pool.release(r.gfn);
+        this.stats.persistentHits += hits;
         return false;
       }
       // Persistent mappings are writable whatever the request (blkfront grants them read-write).
       this.reqs.push({ domid: this.domid, ref: s.gref, readonly: readonly && !this.persistent, gfn });
       this.segOf.push(i);
     }
+    this.stats.persistentHits += hits;
     let ok = true;
     if (this.reqs.length > 0) {
       this.stats.mapCalls++;
@@ -99,9 +109,18 @@ export class RequestMappings {
       this.release();
       return false;
     }
-    for (let i = 0; i < segs.length; i++) {
+    const ranges = this.ranges;
+    const pool = this.rangePool;
+    for (let i = 0; i < nsegs; i++) {
       const s = segs[i]!;
-      this.ranges.push({ gpa: gpas[i]! + s.firstSect * BLKIF_SECTOR_SIZE, len: (s.lastSect - s.firstSect + 1) * BLKIF_SECTOR_SIZE });
+      let r = pool[i];
+      if (r === undefined) {
+        r = { gpa: 0, len: 0 };
+        pool.push(r);
+      }
+      r.gpa = gpas[i]! + s.firstSect * SECTOR;
+      r.len = (s.lastSect - s.firstSect + 1) * SECTOR;
+      ranges.push(r);
     }
     return true;
   }

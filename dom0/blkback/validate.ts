@@ -29,7 +29,7 @@ import {
   BLKIF_OP_WRITE_BARRIER, BLKIF_DISCARD_SECURE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, SECTORS_PER_PAGE,
   SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
-import type { BlkifIndirectRequest, BlkifRequest, BlkifSegment } from '../../shared/blkif/proto.ts';
+import type { BlkifIndirectRequest, BlkifRequest, BlkifSegment, DirectRwScratch } from '../../shared/blkif/proto.ts';
 
 /** What the check needs to know of the device. */
 export interface DiskLimits {
@@ -156,6 +156,22 @@ export function checkRequest(req: BlkifRequest, limits: DiskLimits, indirectSegs
     case 'unknown':
       return refuse(req.id, req.operation, BLKIF_RSP_EOPNOTSUPP, `unknown operation ${req.operation}`);
   }
+}
+
+/**
+ * The common case's check, without allocating: for a direct READ or WRITE
+ * decoded into `req` (DirectRwScratch.decode returned true), its number of
+ * sectors (>= 1) if checkRequest would accept it as `io`, else -1: then the
+ * caller takes the general path (decodeRequest, checkRequest), which finds
+ * the refusal and its reason. The same rules as checkRequest's 'rw' case.
+ */
+export function checkDirectRw(req: DirectRwScratch, limits: DiskLimits): number {
+  const n = req.nrSegments;
+  if (n === 0 || n > BLKIF_MAX_SEGMENTS_PER_REQUEST) return -1;
+  const nrSectors = segmentSectors(req.segs);
+  if (nrSectors <= 0) return -1;
+  if (req.operation !== BLKIF_OP_READ && limits.readonly) return -1;
+  return rangeInside(req.sector, nrSectors, limits.sectors) ? nrSectors : -1;
 }
 
 /** True for the two operations that ask for durability (Linux: REQ_PREFLUSH). */

@@ -217,3 +217,78 @@ export function encodeResponse(rsp: BlkifResponse, out: Uint8Array = new Uint8Ar
   dv.setInt16(RS.status.offset, rsp.status, true);
   return out;
 }
+
+// Module-local offsets for the scratch path (read once: an imported binding
+// read per access costs more under tsx than the field itself).
+const DQ_OPERATION = RQ.operation.offset;
+const DQ_NR_SEGMENTS = RQ.nr_segments.offset;
+const DQ_HANDLE = RQ.handle.offset;
+const DQ_ID = RQ.id.offset;
+const DQ_SECTOR = RQ.sector_number.offset;
+const DQ_SEG = RQ.seg.offset;
+const DQ_SEG_SIZE = SEG_SIZE;
+const DQ_SEG_GREF = SEG.gref.offset;
+const DQ_SEG_FIRST = SEG.first_sect.offset;
+const DQ_SEG_LAST = SEG.last_sect.offset;
+const DS_ID = RS.id.offset;
+
+/** A segment a scratch decoder rewrites in place (reused from request to request). */
+export class MutableSegment implements BlkifSegment {
+  gref = 0;
+  firstSect = 0;
+  lastSect = 0;
+}
+
+/**
+ * A reusable decoding of one direct READ or WRITE (struct blkif_request), for
+ * a back end's allocation-free common path: the fields of BlkifRwRequest but
+ * the id, which stays in the entry's bytes (a back end copies them back
+ * unchanged: `copyRequestId`). Only valid until the next decode into it.
+ */
+export class DirectRwScratch {
+  operation = 0;
+  /** As sent (0..255); `segs` holds the first min(nrSegments, BLKIF_MAX_SEGMENTS_PER_REQUEST). */
+  nrSegments = 0;
+  handle = 0;
+  sector = 0;
+  readonly segs: BlkifSegment[] = [];
+  private readonly pool: MutableSegment[] = Array.from({ length: BLKIF_MAX_SEGMENTS_PER_REQUEST }, () => new MutableSegment());
+
+  /**
+   * Decode the private copy behind `dv` (at least BLKIF_RING_ENTRY_SIZE
+   * bytes) if its operation is READ or WRITE, exactly as decodeRequest would
+   * (but the id): true then; false (scratch unspecified) for any other
+   * operation. Allocates nothing.
+   */
+  decode(dv: DataView): boolean {
+    const operation = dv.getUint8(DQ_OPERATION);
+    if (operation !== BLKIF_OP_READ && operation !== BLKIF_OP_WRITE) return false;
+    const nrSegments = dv.getUint8(DQ_NR_SEGMENTS);
+    const n = nrSegments < BLKIF_MAX_SEGMENTS_PER_REQUEST ? nrSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
+    const segs = this.segs;
+    if (segs.length !== n) segs.length = n;
+    for (let i = 0; i < n; i++) {
+      const s = this.pool[i]!;
+      const at = DQ_SEG + i * DQ_SEG_SIZE;
+      s.gref = dv.getUint32(at + DQ_SEG_GREF, true);
+      s.firstSect = dv.getUint8(at + DQ_SEG_FIRST);
+      s.lastSect = dv.getUint8(at + DQ_SEG_LAST);
+      segs[i] = s;
+    }
+    this.operation = operation;
+    this.nrSegments = nrSegments;
+    this.handle = dv.getUint16(DQ_HANDLE, true);
+    this.sector = dv.getUint32(DQ_SECTOR + 4, true) * 0x1_0000_0000 + dv.getUint32(DQ_SECTOR, true);
+    return true;
+  }
+}
+
+/**
+ * Copy a request's id (u64 at BLKIF_REQUEST id) from the private copy behind
+ * `req` into a response's id (BLKIF_RESPONSE id) behind `rsp`, as bytes: what
+ * echoing the decoded bigint does, without allocating it.
+ */
+export function copyRequestId(req: DataView, rsp: DataView): void {
+  rsp.setUint32(DS_ID, req.getUint32(DQ_ID, true), true);
+  rsp.setUint32(DS_ID + 4, req.getUint32(DQ_ID + 4, true), true);
+}

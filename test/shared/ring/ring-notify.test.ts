@@ -141,18 +141,29 @@ function* frontRequestProducer(w: World): Machine {
   }
 }
 
+/**
+ * A consumer's look at its ring, the protocol under test: unconsumed work,
+ * else the final check (event index, then a second look); with nothing there
+ * it sleeps until notified and returns 0 (the caller looks again), else how
+ * many entries wait. An honest peer never makes either look bogus (-1).
+ */
+function* consumerLook(w: World, unconsumed: SteppedCall<unknown>, finalCheck: () => SteppedCall<unknown>): Generator<Yielded, number, unknown> {
+  let n = (yield unconsumed) as number;
+  if (n === 0) n = (yield finalCheck()) as number;
+  expect(n, 'an honest peer never looks bogus').toBeGreaterThanOrEqual(0);
+  if (n === 0) {
+    w.consumerAsleep = true;
+    yield 'sleep';
+    w.consumerAsleep = false;
+  }
+  return n;
+}
+
 /** Request direction. Consumer: the back end, which answers each request at once (plain push: the front polls). */
 function* backRequestConsumer(w: World): Machine {
   for (;;) {
-    let n = (yield w.back.call((b) => b.unconsumedRequests())) as number;
-    if (n === 0) n = (yield w.back.call((b) => b.finalCheckForRequests())) as number;
-    expect(n, 'an honest front end never looks bogus').toBeGreaterThanOrEqual(0);
-    if (n === 0) {
-      w.consumerAsleep = true;
-      yield 'sleep';
-      w.consumerAsleep = false;
-      continue;
-    }
+    const n = yield* consumerLook(w, w.back.call((b) => b.unconsumedRequests()), () => w.back.call((b) => b.finalCheckForRequests()));
+    if (n === 0) continue;
     const k = w.batch(n);
     for (let i = 0; i < k; i++) {
       const req = (yield w.back.call((b) => b.takeRequest(8))) as Uint8Array;
@@ -198,15 +209,8 @@ function* frontResponseConsumer(w: World): Machine {
         continue;
       }
     }
-    let n = (yield w.front.call((f) => f.unconsumedResponses())) as number;
-    if (n === 0) n = (yield w.front.call((f) => f.finalCheckForResponses())) as number;
-    expect(n, 'an honest back end never looks bogus').toBeGreaterThanOrEqual(0);
-    if (n === 0) {
-      w.consumerAsleep = true;
-      yield 'sleep';
-      w.consumerAsleep = false;
-      continue;
-    }
+    const n = yield* consumerLook(w, w.front.call((f) => f.unconsumedResponses()), () => w.front.call((f) => f.finalCheckForResponses()));
+    if (n === 0) continue;
     const k = w.batch(n);
     for (let i = 0; i < k; i++) {
       expect((yield w.front.call((f) => f.takeResponse(8))) as Uint8Array, `response ${w.delivered}`).toEqual(payload(w.delivered, RSP));

@@ -11,10 +11,12 @@
  */
 import {
   BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE,
-  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT,
+  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
   BLKIF_RING_ENTRY_SIZE, BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
-import { encodeIndirectSegments, encodeRequest, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import {
+  encodeIndirectSegments, encodeRequest, setRequestIdLow, setRequestSegment, setRwRequestHeader, type BlkifSegment,
+} from '../../shared/blkif/proto.ts';
 import type { Xen } from '../../shared/guest/xen.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { DataPages, GrantedPage } from './grants.ts';
@@ -24,10 +26,6 @@ import type { BlkDiskInfo, BlkFeatures, BlkfrontStats } from './types.ts';
 const SECTOR = BLKIF_SECTOR_SIZE;
 /** The most segments an indirect request can describe. */
 export const MAX_INDIRECT_SEGMENTS = BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGS_PER_INDIRECT_FRAME;
-/** Field offsets of the request entry (shared/abi/blkif.ts). */
-const RQ = BLKIF_REQUEST.fields;
-const SEG = BLKIF_REQUEST_SEGMENT.fields;
-const SEG_SIZE = BLKIF_REQUEST_SEGMENT.size;
 
 /** The pages of a request that has none (shared; frozen). */
 const NO_PAGES: readonly GrantedPage[] = Object.freeze([]);
@@ -122,7 +120,9 @@ export class RequestWriter {
       const id = BigInt(sh.id);
       encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) }, this.reqBuf);
     } else {
-      this.encodeDirectHeader(rwOp, nseg, sh.id, piece.sector);
+      // struct blkif_request as encodeRequest writes it (the segments are in already).
+      setRwRequestHeader(this.reqView, rwOp, nseg, this.handle, piece.sector);
+      setRequestIdLow(this.reqView, sh.id);
     }
     ring.front.putRequest(this.reqBuf);
     this.stats.requests[indirect ? 'indirect' : write ? 'write' : 'read']++;
@@ -151,10 +151,7 @@ export class RequestWriter {
       if (segs) {
         segs.push({ gref: p.ref!, firstSect: 0, lastSect: sectors - 1 });
       } else {
-        const s = RQ.seg.offset + k * SEG_SIZE;
-        dv.setUint32(s + SEG.gref.offset, p.ref! >>> 0, true);
-        dv.setUint8(s + SEG.first_sect.offset, 0);
-        dv.setUint8(s + SEG.last_sect.offset, sectors - 1);
+        setRequestSegment(dv, k, p.ref!, 0, sectors - 1);
       }
     }
     return pages;
@@ -175,15 +172,4 @@ export class RequestWriter {
     return indirectPages;
   }
 
-  /** struct blkif_request (as encodeRequest writes it; the segments are in already). */
-  private encodeDirectHeader(rwOp: number, nseg: number, id: number, sector: number): void {
-    const dv = this.reqView;
-    dv.setUint8(RQ.operation.offset, rwOp);
-    dv.setUint8(RQ.nr_segments.offset, nseg);
-    dv.setUint16(RQ.handle.offset, this.handle, true);
-    dv.setUint32(RQ.id.offset, id, true);
-    dv.setUint32(RQ.id.offset + 4, 0, true);
-    dv.setUint32(RQ.sector_number.offset, sector >>> 0, true);
-    dv.setUint32(RQ.sector_number.offset + 4, Math.floor(sector / 0x1_0000_0000) >>> 0, true);
-  }
 }

@@ -155,10 +155,8 @@ export function encodeRequest(req: Exclude<BlkifRequest, BlkifUnknownRequest>, o
   switch (req.kind) {
     case 'rw':
       if (req.segs.length > BLKIF_MAX_SEGMENTS_PER_REQUEST) throw new RangeError(`${req.segs.length} segments in a direct request (max ${BLKIF_MAX_SEGMENTS_PER_REQUEST})`);
-      dv.setUint8(RQ.nr_segments.offset, req.nrSegments);
-      dv.setUint16(RQ.handle.offset, req.handle, true);
-      setU64n(dv, RQ.sector_number.offset, req.sector);
-      req.segs.forEach((s, i) => writeSegment(dv, RQ.seg.offset + i * SEG_SIZE, s));
+      req.segs.forEach((s, i) => setRequestSegment(dv, i, s.gref, s.firstSect, s.lastSect));
+      setRwRequestHeader(dv, req.operation, req.nrSegments, req.handle, req.sector);
       return out;
     case 'discard':
       dv.setUint8(RD.flag.offset, req.flag);
@@ -175,6 +173,36 @@ export function encodeRequest(req: Exclude<BlkifRequest, BlkifUnknownRequest>, o
       req.indirectGrefs.forEach((g, i) => dv.setUint32(RI.indirect_grefs.offset + 4 * i, g >>> 0, true));
       return out;
   }
+}
+
+/**
+ * The allocation-free pieces of encodeRequest for a front end's hot path, on
+ * an entry it zeroed itself: segment `i` of a direct request (struct
+ * blkif_request seg[i])...
+ */
+export function setRequestSegment(dv: DataView, i: number, gref: number, firstSect: number, lastSect: number): void {
+  const at = RQ.seg.offset + i * SEG_SIZE;
+  dv.setUint32(at + SEG.gref.offset, gref >>> 0, true);
+  dv.setUint8(at + SEG.first_sect.offset, firstSect);
+  dv.setUint8(at + SEG.last_sect.offset, lastSect);
+}
+
+/**
+ * ...and the header of a READ/WRITE/BARRIER/FLUSH request; the id is left as
+ * it is (encodeRequest writes the bigint; `setRequestIdLow` writes an id
+ * below 2^32 without one).
+ */
+export function setRwRequestHeader(dv: DataView, operation: number, nrSegments: number, handle: number, sector: number): void {
+  dv.setUint8(RQ.operation.offset, operation);
+  dv.setUint8(RQ.nr_segments.offset, nrSegments);
+  dv.setUint16(RQ.handle.offset, handle, true);
+  setU64n(dv, RQ.sector_number.offset, sector);
+}
+
+/** A request id below 2^32 (a front end's shadow index), as the u64 at BLKIF_REQUEST id. */
+export function setRequestIdLow(dv: DataView, id: number): void {
+  dv.setUint32(RQ.id.offset, id >>> 0, true);
+  dv.setUint32(RQ.id.offset + 4, 0, true);
 }
 
 function writeSegment(dv: DataView, at: number, s: BlkifSegment): void {

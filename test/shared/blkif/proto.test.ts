@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
   decodeIndirectSegments, decodeRequest, decodeResponse, encodeIndirectSegments, encodeRequest, encodeResponse,
+  setRequestIdLow, setRequestSegment, setRwRequestHeader,
 } from '../../../shared/blkif/proto.ts';
 import type { BlkifDiscardRequest, BlkifIndirectRequest, BlkifRequest, BlkifResponse, BlkifRwRequest, BlkifSegment } from '../../../shared/blkif/proto.ts';
 import {
@@ -252,5 +253,19 @@ describe('no stale bytes', () => {
     }), { numRuns: 200 });
     expect(() => decodeIndirectSegments(new Uint8Array(15), 2)).toThrow(RangeError);
     expect(() => encodeIndirectSegments([{ gref: 1, firstSect: 0, lastSect: 0 }], new Uint8Array(7))).toThrow(RangeError);
+  });
+});
+
+describe("a front end's allocation-free request writer", () => {
+  it('segments, header and a 32-bit id written piece by piece give the bytes encodeRequest gives', () => {
+    fc.assert(fc.property(rw, fc.integer({ min: 0, max: 0xffff_ffff }), (r, id) => {
+      const want = encodeRequest({ ...r, id: BigInt(id) });
+      const got = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+      const dv = new DataView(got.buffer);
+      r.segs.forEach((g, i) => setRequestSegment(dv, i, g.gref, g.firstSect, g.lastSect));
+      setRwRequestHeader(dv, r.operation, r.nrSegments, r.handle, r.sector);
+      setRequestIdLow(dv, id);
+      expect(got).toEqual(want);
+    }), { numRuns: 300 });
   });
 });

@@ -160,38 +160,24 @@ describe('scheduler core: pCPU tokens', () => {
 });
 
 describe('scheduler core: policy decisions', () => {
-  it('two CPU-bound vCPUs of weights 256 and 512 on one pCPU share it 1:2 (credit)', async () => {
-    const r = CoreRig.create({ pcpus: 1 });
-    const a = await r.domU();
-    const b = await r.domU();
-    r.m.ctrl.schedSetParams(b.domid, 5, { weight: 512, cap: 0 });
-    a.v.wake();
-    b.v.wake();
-    r.run();
-    r.spin([a.v, b.v], 200 * MS);
-    a.v.ran = 0;
-    b.v.ran = 0;
-    r.spin([a.v, b.v], 3000 * MS);
-    expect(b.v.ran / a.v.ran).toBeGreaterThan(1.8);
-    expect(b.v.ran / a.v.ran).toBeLessThan(2.2);
-    expect(a.v.ran + b.v.ran).toBe(3000 * MS);
-  });
-
-  it('the same under credit2', async () => {
-    const r = CoreRig.create({ pcpus: 1, sched: 'credit2' });
-    const a = await r.domU();
-    const b = await r.domU();
-    r.m.ctrl.schedSetParams(b.domid, 6, { weight: 512, cap: 0 });
-    a.v.wake();
-    b.v.wake();
-    r.run();
-    r.spin([a.v, b.v], 200 * MS);
-    a.v.ran = 0;
-    b.v.ran = 0;
-    r.spin([a.v, b.v], 3000 * MS);
-    expect(b.v.ran / a.v.ran).toBeGreaterThan(1.8);
-    expect(b.v.ran / a.v.ran).toBeLessThan(2.2);
-  });
+  for (const [sched, id] of [['credit', 5], ['credit2', 6]] as const) {
+    it(`two CPU-bound vCPUs of weights 256 and 512 on one pCPU share it 1:2 (${sched})`, async () => {
+      const r = CoreRig.create({ pcpus: 1, sched });
+      const a = await r.domU();
+      const b = await r.domU();
+      r.m.ctrl.schedSetParams(b.domid, id, { weight: 512, cap: 0 });
+      a.v.wake();
+      b.v.wake();
+      r.run();
+      r.spin([a.v, b.v], 200 * MS);
+      a.v.ran = 0;
+      b.v.ran = 0;
+      r.spin([a.v, b.v], 3000 * MS);
+      expect(b.v.ran / a.v.ran).toBeGreaterThan(1.8);
+      expect(b.v.ran / a.v.ran).toBeLessThan(2.2);
+      expect(a.v.ran + b.v.ran).toBe(3000 * MS);
+    });
+  }
 
   it('parameters stored before a domain first runs are applied when it joins', async () => {
     const r = CoreRig.create();

@@ -195,7 +195,7 @@ export function domainCreate(hv: HvState, p: DomainCreateParams): CreatedDomain 
  * tsc_to_system_mul 0x80000000 and tsc_shift 1 (x * 2 * 2^31 / 2^32 = x).
  */
 function initVcpuTimeInfo(hv: HvState, si: number): void {
-  const dv = new DataView(hv.mem8.buffer, si * PAGE_SIZE, PAGE_SIZE);
+  const dv = hv.machineView(si * PAGE_SIZE, PAGE_SIZE);
   for (let v = 0; v < XEN_LEGACY_MAX_VCPUS; v++) {
     const t = v * VCPU_INFO.size + VCPU_INFO.fields.time_version.offset;
     dv.setUint32(t + VCPU_TIME_INFO.fields.version.offset, 2, true);

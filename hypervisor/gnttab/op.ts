@@ -54,7 +54,7 @@ let viewOf: HvState | null = null;
 let view: DataView | null = null;
 function memView(hv: HvState): DataView {
   if (viewOf !== hv || !view) {
-    view = new DataView(hv.mem8.buffer);
+    view = hv.machineView();
     viewOf = hv;
   }
   return view;

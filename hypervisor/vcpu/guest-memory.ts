@@ -10,7 +10,7 @@ import type { HvState } from '../state.ts';
 
 export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   const scratch = new DataView(new ArrayBuffer(8));
-  const mem16 = new Uint16Array(hv.buffers.mem);
+  const mem16 = new Uint16Array(hv.mem8.buffer, hv.mem8.byteOffset, hv.mem8.byteLength / 2);
   /** Machine address of an aligned word for an atomic op; faults on misalignment or no mapping. */
   const aligned = (gpa: number, width: number, write: boolean): number => {
     if (!Number.isSafeInteger(gpa) || gpa < 0 || gpa % width !== 0) throw new GuestFault(gpa, write);
@@ -75,13 +75,13 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   };
   const readN = (gpa: number, n: number): DataView => {
     const ma = one(gpa, false, n);
-    if (ma >= 0) return new DataView(hv.mem8.buffer, ma, n);
+    if (ma >= 0) return hv.machineView(ma, n);
     return new DataView(read(gpa, n).buffer);
   };
   const writeN = (gpa: number, n: number, fill: (dv: DataView) => void): void => {
     const ma = one(gpa, true, n);
     if (ma >= 0) {
-      fill(new DataView(hv.mem8.buffer, ma, n));
+      fill(hv.machineView(ma, n));
       return;
     }
     fill(scratch);

@@ -144,11 +144,13 @@ function translate(hv: HvState, slot: number, plan: IovecPlan, ranges: readonly 
 }
 
 /** Views over machine memory for extents [first..] of the plan, the first one starting `skip` bytes in. */
-function views(buf: ArrayBufferLike, plan: IovecPlan, first: number, skip: number): Uint8Array[] {
+function views(mem8: Uint8Array, plan: IovecPlan, first: number, skip: number): Uint8Array[] {
   const out: Uint8Array[] = [];
+  const buf = mem8.buffer;
+  const base = mem8.byteOffset;
   for (let i = first; i < plan.count; i++) {
     const s = i === first ? skip : 0;
-    out.push(new Uint8Array(buf, plan.ma[i] + s, plan.len[i] - s));
+    out.push(new Uint8Array(buf, base + plan.ma[i] + s, plan.len[i] - s));
   }
   return out;
 }
@@ -171,7 +173,7 @@ function run(mem8: Uint8Array, plan: IovecPlan, fd: number, position: number, wr
       done += n;
     }
   } else if (plan.count > 1) {
-    let iov = views(mem8.buffer, plan, 0, 0);
+    let iov = views(mem8, plan, 0, 0);
     let first = 0;
     let skip = 0;
     while (done < total) {
@@ -187,7 +189,7 @@ function run(mem8: Uint8Array, plan: IovecPlan, fd: number, position: number, wr
         skip = 0;
       }
       skip += left;
-      iov = views(mem8.buffer, plan, first, skip);
+      iov = views(mem8, plan, first, skip);
     }
   }
   if (write && done < total) throw new Error(`host DMA: pwritev made no progress at ${done} of ${total} bytes`);

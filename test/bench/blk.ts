@@ -114,18 +114,19 @@ function fsRandRead(file: string, ms: number): number {
  * 1 MiB sequential readSync/writeSync over the file. `spanMiB` 1: one reused
  * buffer (the baseline the targets are against; it stays in the CPU's
  * caches); more: the buffer moves through that many MiB of memory, so that
- * each I/O touches memory not in the caches, as the guest's granted pages are.
+ * each I/O touches memory not in the caches. `skew`: where the buffer starts
+ * in its allocation, in bytes.
  */
-function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1): number {
+function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1, skew = 0): number {
   const fd = fs.openSync(file, 'r+');
   try {
-    const area = new Uint8Array(spanMiB * MIB);
+    const area = new Uint8Array(spanMiB * MIB + 4096);
     for (let i = 0; i < area.length; i += 64) area[i] = (i >>> 6) & 0xff;
     let pos = 0;
     let at = 0;
     const step = (): void => {
-      const buf = area.subarray(at, at + MIB);
-      at = (at + MIB) % area.length;
+      const buf = area.subarray(skew + at, skew + at + MIB);
+      at = (at + MIB) % (spanMiB * MIB);
       const n = write ? fs.writeSync(fd, buf, 0, MIB, pos) : fs.readSync(fd, buf, 0, MIB, pos);
       if (n !== MIB) throw new Error('short I/O');
       pos = (pos + MIB) % IMG_BYTES;
@@ -136,6 +137,21 @@ function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1): number {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * The 1 MiB fs baseline: the better of two placements of the buffer, 2 KiB
+ * apart in one allocation. Where a buffer lies matters on this machine's CPU:
+ * the kernel's copy between a page-cache page and a user buffer whose address
+ * is (nearly) the same modulo 4 KiB runs at ~8 GB/s, otherwise at ~20 GB/s
+ * (docs/benchmarks.md, machine memory placement), and a JS buffer's address is
+ * not ours to choose; of two placements 2 KiB apart at least one is away from
+ * that alias, so the baseline is the fast one.
+ */
+function fsSeqBest(file: string, write: boolean, ms: number, spanMiB = 1): { best: number; skews: [number, number] } {
+  const a = fsSeq(file, write, ms / 2, spanMiB, 0);
+  const b = fsSeq(file, write, ms / 2, spanMiB, 2048);
+  return { best: Math.max(a, b), skews: [a, b] };
 }
 
 /** The image: written fully (random bytes), made clean with fdatasync, then read once so every page is cached. */
@@ -243,10 +259,12 @@ export async function benchBlk(): Promise<string> {
         randRows.push([persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, fmtK(perSec(g)), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
       }
     }
-    const fsSeqRead = fsSeq(img, false, SEQ_RUN_MS);
-    const fsSeqWrite = fsSeq(img, true, SEQ_RUN_MS);
-    const fsSeqReadCold = fsSeq(img, false, SEQ_RUN_MS, COLD_SPAN_MIB);
-    const fsSeqWriteCold = fsSeq(img, true, SEQ_RUN_MS, COLD_SPAN_MIB);
+    const seqReadBase = fsSeqBest(img, false, SEQ_RUN_MS);
+    const seqWriteBase = fsSeqBest(img, true, SEQ_RUN_MS);
+    const fsSeqRead = seqReadBase.best;
+    const fsSeqWrite = seqWriteBase.best;
+    const fsSeqReadCold = fsSeqBest(img, false, SEQ_RUN_MS, COLD_SPAN_MIB).best;
+    const fsSeqWriteCold = fsSeqBest(img, true, SEQ_RUN_MS, COLD_SPAN_MIB).best;
     const seqRows: Array<Array<string>> = [];
     for (const indirect of [0, 32, 256]) {
       for (const persistent of [true, false]) {
@@ -261,7 +279,7 @@ export async function benchBlk(): Promise<string> {
         }
       }
     }
-    const fsSeqRead2 = fsSeq(img, false, SEQ_RUN_MS);
+    const fsSeqRead2 = fsSeqBest(img, false, SEQ_RUN_MS).best;
     const fsRand2 = fsRandRead(img, RUN_MS);
 
     const secs = ((Date.now() - tStart) / 1000).toFixed(0);

@@ -9,6 +9,7 @@ import { benchGnttab } from './gnttab.ts';
 import { benchSchedSim, benchSchedThreads } from './sched.ts';
 import { benchToolstack, benchXenstore } from './toolstack.ts';
 import { benchBlk } from './blk.ts';
+import { benchPlacement } from './placement.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
   'sched-sim': async () => benchSchedSim(),
@@ -18,6 +19,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   gnttab: benchGnttab,
   toolstack: benchToolstack,
   xenstore: benchXenstore,
+  placement: benchPlacement,
   blk: benchBlk,
 };
 

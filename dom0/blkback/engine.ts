@@ -10,6 +10,14 @@
  * notifying only when the frontend asked); RING_FINAL_CHECK_FOR_REQUESTS then
  * re-arms req_event and catches requests that raced with it.
  *
+ * The two common cases are served without allocating: a direct READ/WRITE
+ * (DirectRwScratch, checkDirectRw) and an INDIRECT READ/WRITE
+ * (IndirectRwScratch, checkIndirectRw; its indirect pages copied per request
+ * by IndirectPages, through persistent grants when negotiated). Whatever
+ * does not pass their checks goes the general way above, which gives the
+ * refusal, its status and its log line; property tests hold each fast path
+ * to it (test/dom0/blkback/fast-path*.test.ts).
+ *
  * Reads and writes are synchronous (HostDma preadv/pwritev on Dom0's vCPU).
  * FLUSH_DISKCACHE runs fdatasync in the host's thread pool and is answered
  * when it returns (from work posted to Dom0's loop); other requests go on
@@ -28,19 +36,20 @@
  */
 import {
   BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
-  SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
-import { BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
-import { copyRequestId, decodeIndirectSegments, decodeRequest, DirectRwScratch, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import { BLKIF_REQUEST, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
+import { copyRequestId, decodeIndirectSegments, decodeRequest, DirectRwScratch, IndirectRwScratch, type BlkifSegment } from '../../shared/blkif/proto.ts';
 import type { GuestMemory } from '../../shared/guest/api.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { limitedWarn, logger, RateLimiter } from '../../shared/log.ts';
 import type { BackRing } from '../../shared/ring/ring.ts';
 import type { GfnPool } from './gfn-pool.ts';
-import { copyIndirectPages, RequestMappings, type GrantIoStats } from './grant-io.ts';
+import { IndirectPages, RequestMappings, type GrantIoStats } from './grant-io.ts';
 import type { PersistentGrants } from './persistent.ts';
 import type { BlockStorage } from './storage.ts';
-import { checkDirectRw, checkRequest, indirectPages, type CheckedDiscard, type CheckedIo, type DiskLimits } from './validate.ts';
+import {
+  checkDirectRw, checkIndirectRw, checkRequest, indirectPages, indirectRwPages, type Checked, type CheckedDiscard, type CheckedIo, type DiskLimits,
+} from './validate.ts';
 
 const log = logger('blkback');
 const RSP_ID = BLKIF_RESPONSE.fields.id.offset;
@@ -131,11 +140,16 @@ export class BlkifEngine {
   private readonly entryView = new DataView(this.entry.buffer);
   /** The common case (direct READ/WRITE) decoded from `entry` without allocating. */
   private readonly direct = new DirectRwScratch();
+  /** An INDIRECT READ/WRITE decoded from `entry` and its indirect pages without allocating. */
+  private readonly indirect = new IndirectRwScratch();
   private readonly maps: RequestMappings;
+  /** The private copy of the indirect pages of the request being handled. */
+  private readonly indirectPages: IndirectPages;
   private kicking = false;
 
   constructor(private readonly d: EngineDeps) {
     this.maps = new RequestMappings(d.gt, d.pool, d.frontendId, d.persistent, this.stats);
+    this.indirectPages = new IndirectPages(d.gt, d.pool, (gpa, into) => d.mem.readInto(gpa, into), d.frontendId, d.persistent, this.stats);
     this.counters = d.counters ?? newVbdCounters();
   }
 
@@ -246,13 +260,17 @@ export class BlkifEngine {
     // and checked from the same private copy without allocating (anything
     // else, refusals included, takes the general path below).
     const direct = this.direct;
-    if (entry === this.entry && direct.decode(this.entryView)) {
-      const nrSectors = checkDirectRw(direct, this.d.limits);
-      if (nrSectors > 0) {
-        const op = direct.operation;
-        if (op === BLKIF_OP_READ) this.counters.rdReq++;
-        else this.counters.wrReq++;
-        return this.respondToEntry(op, this.data(op, direct.sector, nrSectors, direct.segs, null));
+    if (entry === this.entry) {
+      if (direct.decode(this.entryView)) {
+        const nrSectors = checkDirectRw(direct, this.d.limits);
+        if (nrSectors > 0) {
+          const op = direct.operation;
+          if (op === BLKIF_OP_READ) this.counters.rdReq++;
+          else this.counters.wrReq++;
+          return this.respondToEntry(op, this.data(op, direct.sector, nrSectors, direct.segs, null));
+        }
+      } else if (this.indirect.decode(this.entryView)) {
+        return this.handleIndirectRw();
       }
     }
     const req = decodeRequest(entry);
@@ -267,12 +285,18 @@ export class BlkifEngine {
         if (req.kind === 'rw') k.fReq++;
         break;
     }
+    // (An indirect READ/WRITE in `entry` went to handleIndirectRw; others are
+    // refused by checkRequest before their pages would be read.)
     let segs: BlkifSegment[] | null = null;
     if (req.kind === 'indirect') {
       const pages = indirectPages(req, this.d.limits);
-      if (typeof pages === 'number') segs = this.readIndirect(req.indirectGrefs.slice(0, pages), req.nrSegments);
+      if (typeof pages === 'number' && this.indirectPages.copy(req.indirectGrefs, pages)) segs = decodeIndirectSegments(this.indirectPages.bytes, req.nrSegments);
     }
-    const c = checkRequest(req, this.d.limits, segs);
+    this.act(checkRequest(req, this.d.limits, segs));
+  }
+
+  /** Answer or start a checked request (the general path). */
+  private act(c: Checked): void {
     switch (c.kind) {
       case 'refuse':
         limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: String(c.id), op: c.rspOp }, `bad request: ${c.reason}`);
@@ -287,12 +311,45 @@ export class BlkifEngine {
     }
   }
 
-  /** The segment arrays of an indirect request: a private copy, or null for a bad indirect gref. */
-  private readIndirect(grefs: readonly number[], count: number): BlkifSegment[] | null {
-    const bytes = count * BLKIF_REQUEST_SEGMENT.size;
-    if (grefs.length * SEGS_PER_INDIRECT_FRAME < count) return null;
-    const copy = copyIndirectPages(this.d.gt, this.d.pool, (gpa, into) => this.d.mem.readInto(gpa, into), this.d.frontendId, grefs, bytes, this.stats);
-    return copy ? decodeIndirectSegments(copy, count) : null;
+  /**
+   * An INDIRECT request with indirect_op READ or WRITE, decoded into
+   * `indirect` (Linux: dispatch_rw_block_io, xen_blkbk_parse_indirect).
+   * Counted by its indirect_op, as Linux does before any check. Then, if its
+   * segment count is acceptable, its indirect pages are copied (IndirectPages:
+   * from persistent mappings where there are some) and the copy's segments
+   * read into typed arrays and checked (checkIndirectRw): a request that
+   * passes is served with no object made. Any other goes the general way,
+   * from the same copy (its pages are not mapped again): decodeRequest,
+   * decodeIndirectSegments (or none if the pages could not be read), and
+   * checkRequest, which finds the refusal, its reason and its log line.
+   */
+  private handleIndirectRw(): void {
+    const sc = this.indirect;
+    const limits = this.d.limits;
+    const op = sc.indirectOp;
+    if (op === BLKIF_OP_READ) this.counters.rdReq++;
+    else this.counters.wrReq++;
+    const pages = indirectRwPages(sc, limits);
+    const copy = this.indirectPages;
+    const read = pages > 0 && copy.copy(sc.indirectGrefs, pages);
+    if (read) {
+      sc.readSegments(copy.view, sc.nrSegments);
+      const nrSectors = checkIndirectRw(sc, limits);
+      if (nrSectors > 0) return this.respondToEntry(op, this.dataIndirect(op, sc, nrSectors));
+    }
+    const req = decodeRequest(this.entry);
+    const segs = read && req.kind === 'indirect' ? decodeIndirectSegments(copy.bytes, req.nrSegments) : null;
+    this.act(checkRequest(req, limits, segs));
+  }
+
+  /** Move the data of an indirect READ/WRITE that passed checkIndirectRw: a status. */
+  private dataIndirect(op: number, sc: IndirectRwScratch, nrSectors: number): number {
+    const read = op === BLKIF_OP_READ;
+    if (this.d.storage.isNull) {
+      this.countSectors(read, nrSectors);
+      return BLKIF_RSP_OKAY;
+    }
+    return this.io(read, sc.sector, nrSectors, this.maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, !read), null);
   }
 
   /** Move a checked request's data: a status. */
@@ -310,7 +367,16 @@ export class BlkifEngine {
       this.countSectors(read, nrSectors);
       return BLKIF_RSP_OKAY;
     }
-    if (!this.maps.map(segs, !read)) {
+    return this.io(read, sector, nrSectors, this.maps.map(segs, !read), id);
+  }
+
+  /**
+   * The I/O of a request whose segments `maps` has just mapped (`mapped`
+   * false: it could not, nothing is left mapped): a status; the request's
+   * mappings are released after it.
+   */
+  private io(read: boolean, sector: number, nrSectors: number, mapped: boolean, id: bigint | null): number {
+    if (!mapped) {
       const idText = String(id ?? this.entryView.getBigUint64(REQ_ID, true));
       limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: idText }, 'cannot map a segment grant');
       return BLKIF_RSP_ERROR;

@@ -3,9 +3,14 @@
  * good, as persistent grants): data segments and indirect pages. One
  * GNTTABOP_map_grant_ref batch per request (GrantTable.mapBatch with explicit
  * gfns from the driver's pool) and one unmap batch after it.
+ *
+ * Both work on segments as three parallel typed arrays (gref, first_sect,
+ * last_sect) and reuse their buffers from request to request: under
+ * persistent grants a request whose grants are all mapped already costs no
+ * hypercall and allocates nothing.
  */
 import { GNTST_okay } from '../../shared/abi/grant-table.ts';
-import { BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
+import { BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
 import type { GuestRange } from '../../shared/guest/api.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import type { BlkifSegment } from '../../shared/blkif/proto.ts';
@@ -19,7 +24,7 @@ export interface GrantIoStats {
   mapCalls: number;
   /** Grants mapped in those batches. */
   grantsMapped: number;
-  /** Segments served by a persistent mapping (no hypercall). */
+  /** Segments and indirect pages served by a persistent mapping (no hypercall). */
   persistentHits: number;
 }
 
@@ -27,22 +32,29 @@ const SECTOR = BLKIF_SECTOR_SIZE;
 
 interface MapReq { domid: number; ref: number; readonly: boolean; gfn: number }
 
+/** A range RequestMappings rewrites in place (the I/O reads it once, synchronously). */
+interface MutableRange { gpa: number; len: number }
+
 /**
- * The mappings of one request. `map` fills `ranges` (one per segment, in
- * order) or returns false, having unmapped what it mapped; `release` unmaps
- * the non-persistent mappings. Reused from request to request.
+ * The mappings of one request. `map` / `mapArrays` fill `ranges` (one per
+ * segment, in order) or return false, having unmapped what they mapped;
+ * `release` unmaps the non-persistent mappings. Reused from request to request.
  */
 export class RequestMappings {
   readonly ranges: GuestRange[] = [];
-  /** The range objects `ranges` holds, rewritten per request (the I/O reads them once, synchronously). */
-  private readonly rangePool: { gpa: number; len: number }[] = [];
+  /** The range objects `ranges` holds (ranges[i] is always rangePool[i]). */
+  private readonly rangePool: MutableRange[] = [];
   /** Per-request mappings to unmap after the I/O. */
   private readonly temp: GrantMapping[] = [];
   private readonly reqs: MapReq[] = [];
   /** Segment index of each entry of `reqs`. */
   private readonly segOf: number[] = [];
   /** Dom0 gpa of each segment's page. */
-  private readonly gpas: number[] = [];
+  private gpas = new Float64Array(16);
+  /** `map`'s copy of its segment objects as arrays. */
+  private segGref = new Uint32Array(16);
+  private segFirst = new Uint8Array(16);
+  private segLast = new Uint8Array(16);
 
   constructor(
     private readonly gt: GrantTable,
@@ -52,39 +64,54 @@ export class RequestMappings {
     readonly stats: GrantIoStats,
   ) {}
 
-  /**
-   * Map `segs` (readonly for a write without persistent grants) and compute
-   * each segment's range in Dom0's memory. False if any grant could not be
-   * mapped (or no gfn was left): nothing stays mapped for this request then,
-   * except mappings that became persistent (they are good ones).
-   */
+  /** `mapArrays` for segments as objects (a direct request's, or the general path's). */
   map(segs: readonly BlkifSegment[], readonly: boolean): boolean {
-    // (Lengths are set only when they change: each set is a runtime call.)
-    if (this.ranges.length !== 0) this.ranges.length = 0;
+    const n = segs.length;
+    if (this.segGref.length < n) {
+      this.segGref = new Uint32Array(n);
+      this.segFirst = new Uint8Array(n);
+      this.segLast = new Uint8Array(n);
+    }
+    for (let i = 0; i < n; i++) {
+      const s = segs[i]!;
+      this.segGref[i] = s.gref;
+      this.segFirst[i] = s.firstSect;
+      this.segLast[i] = s.lastSect;
+    }
+    return this.mapArrays(this.segGref, this.segFirst, this.segLast, n, readonly);
+  }
+
+  /**
+   * Map the first `n` segments (gref[i], first[i]..last[i], already checked:
+   * first <= last <= 7) and compute each one's range in Dom0's memory:
+   * a persistent mapping if there is one that will do (any for a write, whose
+   * pages are only read; a writable one for a read), else one map batch for
+   * the rest (read-only for a write without persistent grants; under
+   * persistent grants writable, and kept while there is room). False if any
+   * grant could not be mapped (or no gfn was left): nothing stays mapped for
+   * this request then, except mappings that became persistent (good ones).
+   */
+  mapArrays(gref: Uint32Array, first: Uint8Array, last: Uint8Array, n: number, readonly: boolean): boolean {
     if (this.reqs.length !== 0) this.reqs.length = 0;
     if (this.segOf.length !== 0) this.segOf.length = 0;
+    if (this.gpas.length < n) this.gpas = new Float64Array(Math.max(n, 2 * this.gpas.length));
     const gpas = this.gpas;
-    while (gpas.length < segs.length) gpas.push(0);
     const persistent = this.persistent;
-    const nsegs = segs.length;
-    let hits = 0;
-    for (let i = 0; i < nsegs; i++) {
-      const s = segs[i]!;
-      const p = persistent !== null ? persistent.gpa(s.gref) : -1;
-      if (p >= 0) {
-        gpas[i] = p;
-        hits++;
-        continue;
+    // A write's pages are only read: any persistent mapping will do; a read needs a writable one.
+    const hits = persistent !== null ? persistent.resolve(gref, n, !readonly, gpas) : 0;
+    if (hits < n) {
+      for (let i = 0; i < n; i++) {
+        if (persistent !== null && gpas[i]! >= 0) continue;
+        const gfn = this.pool.take();
+        if (gfn < 0) {
+          for (const r of this.reqs) this.pool.release(r.gfn);
+          this.stats.persistentHits += hits;
+          return false;
+        }
+        // Persistent mappings are writable whatever the request (blkfront grants them read-write).
+        this.reqs.push({ domid: this.domid, ref: gref[i]!, readonly: readonly && !persistent, gfn });
+        this.segOf.push(i);
       }
-      const gfn = this.pool.take();
-      if (gfn < 0) {
-        for (const r of this.reqs) this.pool.release(r.gfn);
-        this.stats.persistentHits += hits;
-        return false;
-      }
-      // Persistent mappings are writable whatever the request (blkfront grants them read-write).
-      this.reqs.push({ domid: this.domid, ref: s.gref, readonly: readonly && !this.persistent, gfn });
-      this.segOf.push(i);
     }
     this.stats.persistentHits += hits;
     let ok = true;
@@ -101,7 +128,7 @@ export class RequestMappings {
           continue;
         }
         const m = { handle: r.handle, gfn };
-        if (!(this.persistent && this.persistent.add(this.reqs[k]!.ref, m))) this.temp.push(m);
+        if (!(persistent && persistent.add(this.reqs[k]!.ref, m))) this.temp.push(m);
         gpas[this.segOf[k]!] = gfn * PAGE_SIZE;
       }
     }
@@ -109,19 +136,18 @@ export class RequestMappings {
       this.release();
       return false;
     }
-    const ranges = this.ranges;
     const pool = this.rangePool;
-    for (let i = 0; i < nsegs; i++) {
-      const s = segs[i]!;
-      let r = pool[i];
-      if (r === undefined) {
-        r = { gpa: 0, len: 0 };
-        pool.push(r);
-      }
-      r.gpa = gpas[i]! + s.firstSect * SECTOR;
-      r.len = (s.lastSect - s.firstSect + 1) * SECTOR;
-      ranges.push(r);
+    while (pool.length < n) pool.push({ gpa: 0, len: 0 });
+    for (let i = 0; i < n; i++) {
+      const r = pool[i]!;
+      const f = first[i]!;
+      r.gpa = gpas[i]! + f * SECTOR;
+      r.len = (last[i]! - f + 1) * SECTOR;
     }
+    // (Lengths are set only when they change: each set is a runtime call.)
+    const ranges = this.ranges;
+    if (ranges.length > n) ranges.length = n;
+    while (ranges.length < n) ranges.push(pool[ranges.length]!);
     return true;
   }
 
@@ -135,38 +161,133 @@ export class RequestMappings {
 }
 
 /**
- * Copy the first `bytes` of indirect pages `grefs` (mapped read-only for the
- * copy, then unmapped): a private copy of the segment arrays, or null if a
- * page could not be mapped.
+ * The indirect pages of a request, copied into a private buffer (Linux's
+ * xen_blkbk_parse_indirect: map the pages through xen_blkbk_map, read the
+ * segment arrays, unmap those not persistent). Every request's pages are
+ * read afresh, persistent mapping or not: the frontend may rewrite a page
+ * between requests, and each request's segments are those in its page at the
+ * time it is handled.
+ *
+ * Without persistent grants a page is mapped read-only for the copy and
+ * unmapped right after (one map and one unmap batch per request). With them,
+ * a page already persistently mapped is read from that mapping (no
+ * hypercall); one that is not is mapped writable and kept while there is
+ * room (Linux maps indirect pages like data segments: persistent mappings
+ * are writable, and blkfront grants its persistent pages read-write). A page
+ * the frontend granted read-only, so that the writable map fails, is mapped
+ * again read-only in a second batch and kept flagged read-only (see
+ * persistent.ts); one for which there is no room is mapped read-only and
+ * unmapped after the copy, as without persistent grants.
  */
-export function copyIndirectPages(
-  gt: GrantTable, pool: GfnPool, read: (gpa: number, into: Uint8Array) => void, domid: number, grefs: readonly number[], bytes: number, stats: GrantIoStats,
-): Uint8Array | null {
-  const reqs: MapReq[] = [];
-  for (const ref of grefs) {
-    const gfn = pool.take();
-    if (gfn < 0) {
-      for (const r of reqs) pool.release(r.gfn);
-      return null;
+export class IndirectPages {
+  /** The private copy: page p at [p * PAGE_SIZE, (p + 1) * PAGE_SIZE). */
+  readonly bytes = new Uint8Array(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
+  readonly view = new DataView(this.bytes.buffer);
+  private readonly pageViews: Uint8Array[] = Array.from({ length: BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST }, (_, p) => this.bytes.subarray(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+  private readonly gpas = new Float64Array(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
+  private readonly temp: GrantMapping[] = [];
+
+  constructor(
+    private readonly gt: GrantTable,
+    private readonly pool: GfnPool,
+    private readonly read: (gpa: number, into: Uint8Array) => void,
+    private readonly domid: number,
+    private readonly persistent: PersistentGrants | null,
+    private readonly stats: GrantIoStats,
+  ) {}
+
+  /**
+   * Copy indirect pages grefs[0..pages) (pages <= BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST)
+   * into `bytes`: false if a page could not be mapped (or no gfn was left),
+   * nothing then staying mapped but mappings that became persistent.
+   */
+  copy(grefs: ArrayLike<number>, pages: number): boolean {
+    if (pages > BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST) return false;
+    const persistent = this.persistent;
+    const gpas = this.gpas;
+    let misses: MapReq[] | null = null;
+    let missPage: number[] | null = null;
+    let planned = 0;
+    let hits = 0;
+    for (let p = 0; p < pages; p++) {
+      const g = grefs[p]!;
+      if (persistent !== null) {
+        const at = persistent.gpa(g);
+        if (at >= 0) {
+          gpas[p] = at;
+          hits++;
+          continue;
+        }
+      }
+      const gfn = this.pool.take();
+      if (gfn < 0) {
+        if (misses) for (const r of misses) this.pool.release(r.gfn);
+        this.stats.persistentHits += hits;
+        return false;
+      }
+      // Kept persistently (so mapped writable) only while there is room.
+      const keep = persistent !== null && persistent.size + planned < persistent.max;
+      if (keep) planned++;
+      (misses ??= []).push({ domid: this.domid, ref: g, readonly: !keep, gfn });
+      (missPage ??= []).push(p);
     }
-    reqs.push({ domid, ref, readonly: true, gfn });
-  }
-  stats.mapCalls++;
-  stats.grantsMapped += reqs.length;
-  const res = gt.mapBatch(reqs);
-  const ok = res.every((r) => r.status === GNTST_okay);
-  const out = ok ? new Uint8Array(bytes) : null;
-  if (out) {
-    for (let p = 0; p * PAGE_SIZE < bytes; p++) {
-      read(reqs[p]!.gfn * PAGE_SIZE, out.subarray(p * PAGE_SIZE, Math.min(bytes, (p + 1) * PAGE_SIZE)));
+    this.stats.persistentHits += hits;
+    let ok = true;
+    if (misses !== null && missPage !== null) {
+      this.stats.mapCalls++;
+      this.stats.grantsMapped += misses.length;
+      const res = this.gt.mapBatch(misses);
+      let again: MapReq[] | null = null;
+      let againPage: number[] | null = null;
+      for (let k = 0; k < res.length; k++) {
+        const r = res[k]!;
+        const q = misses[k]!;
+        if (r.status !== GNTST_okay) {
+          if (!q.readonly) {
+            // Perhaps granted read-only: try that (same gfn: nothing was mapped there).
+            (again ??= []).push({ domid: q.domid, ref: q.ref, readonly: true, gfn: q.gfn });
+            (againPage ??= []).push(missPage[k]!);
+          } else {
+            this.pool.release(q.gfn);
+            ok = false;
+          }
+          continue;
+        }
+        this.keepOrTemp(q, r.handle, !q.readonly, false);
+        gpas[missPage[k]!] = q.gfn * PAGE_SIZE;
+      }
+      if (again !== null && againPage !== null) {
+        this.stats.mapCalls++;
+        this.stats.grantsMapped += again.length;
+        const res2 = this.gt.mapBatch(again);
+        for (let k = 0; k < res2.length; k++) {
+          const r = res2[k]!;
+          const q = again[k]!;
+          if (r.status !== GNTST_okay) {
+            this.pool.release(q.gfn);
+            ok = false;
+            continue;
+          }
+          this.keepOrTemp(q, r.handle, true, true);
+          gpas[againPage[k]!] = q.gfn * PAGE_SIZE;
+        }
+      }
     }
+    if (ok) for (let p = 0; p < pages; p++) this.read(gpas[p]!, this.pageViews[p]!);
+    this.release();
+    return ok;
   }
-  const mapped = res.map((r, i) => ({ r, gfn: reqs[i]!.gfn }));
-  for (const { r, gfn } of mapped) if (r.status !== GNTST_okay) pool.release(gfn);
-  const good = mapped.filter(({ r }) => r.status === GNTST_okay).map(({ r, gfn }) => ({ handle: r.handle, gfn }));
-  if (good.length > 0) {
-    const st = gt.unmapBatch(good);
-    good.forEach((m, i) => { if (st[i] === GNTST_okay) pool.release(m.gfn); });
+
+  /** A fresh mapping of q.ref (`readonly`: GNTMAP_readonly): persistent if `keep` and it fits, else unmapped after the copy. */
+  private keepOrTemp(q: MapReq, handle: number, keep: boolean, readonly: boolean): void {
+    const m = { handle, gfn: q.gfn };
+    if (!(keep && this.persistent !== null && this.persistent.add(q.ref, m, readonly))) this.temp.push(m);
   }
-  return out;
+
+  private release(): void {
+    if (this.temp.length === 0) return;
+    const st = this.gt.unmapBatch(this.temp);
+    for (let i = 0; i < this.temp.length; i++) if (st[i] === GNTST_okay) this.pool.release(this.temp[i]!.gfn);
+    this.temp.length = 0;
+  }
 }

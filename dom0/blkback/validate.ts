@@ -29,7 +29,7 @@ import {
   BLKIF_OP_WRITE_BARRIER, BLKIF_DISCARD_SECURE, BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_ERROR, SECTORS_PER_PAGE,
   SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
-import type { BlkifIndirectRequest, BlkifRequest, BlkifSegment, DirectRwScratch } from '../../shared/blkif/proto.ts';
+import type { BlkifIndirectRequest, BlkifRequest, BlkifSegment, DirectRwScratch, IndirectRwScratch } from '../../shared/blkif/proto.ts';
 
 /** What the check needs to know of the device. */
 export interface DiskLimits {
@@ -171,6 +171,42 @@ export function checkDirectRw(req: DirectRwScratch, limits: DiskLimits): number 
   const nrSectors = segmentSectors(req.segs);
   if (nrSectors <= 0) return -1;
   if (req.operation !== BLKIF_OP_READ && limits.readonly) return -1;
+  return rangeInside(req.sector, nrSectors, limits.sectors) ? nrSectors : -1;
+}
+
+/**
+ * The first check of an indirect READ/WRITE decoded into `req`
+ * (IndirectRwScratch.decode returned true), without allocating: how many
+ * indirect pages to read (> 0), or -1 where indirectPages refuses.
+ */
+export function indirectRwPages(req: IndirectRwScratch, limits: DiskLimits): number {
+  const n = req.nrSegments;
+  if (n < 1 || n > limits.maxIndirectSegments) return -1;
+  return Math.ceil(n / SEGS_PER_INDIRECT_FRAME);
+}
+
+/**
+ * The indirect common path's check, without allocating: for an indirect
+ * READ or WRITE decoded into `req` whose segments were read
+ * (IndirectRwScratch.readSegments), its number of sectors (>= 1) if
+ * checkRequest would accept it as `io` with those segments, else -1: then
+ * the caller takes the general path (decodeRequest, decodeIndirectSegments,
+ * checkRequest), which finds the refusal and its reason. The same rules as
+ * checkRequest's 'indirect' case (indirectPages, then checkData).
+ */
+export function checkIndirectRw(req: IndirectRwScratch, limits: DiskLimits): number {
+  const n = req.nrSegments;
+  if (n < 1 || n > limits.maxIndirectSegments || req.count !== n) return -1;
+  const first = req.firstSect;
+  const last = req.lastSect;
+  let nrSectors = 0;
+  for (let i = 0; i < n; i++) {
+    const f = first[i]!;
+    const l = last[i]!;
+    if (l >= SECTORS_PER_PAGE || f > l) return -1;
+    nrSectors += l - f + 1;
+  }
+  if (req.indirectOp !== BLKIF_OP_READ && limits.readonly) return -1;
   return rangeInside(req.sector, nrSectors, limits.sectors) ? nrSectors : -1;
 }
 

@@ -320,3 +320,77 @@ export function copyRequestId(req: DataView, rsp: DataView): void {
   rsp.setUint32(DS_ID, req.getUint32(DQ_ID, true), true);
   rsp.setUint32(DS_ID + 4, req.getUint32(DQ_ID + 4, true), true);
 }
+
+// struct blkif_request_indirect offsets for the scratch path.
+const DI_OP = RI.indirect_op.offset;
+const DI_NR_SEGMENTS = RI.nr_segments.offset;
+const DI_HANDLE = RI.handle.offset;
+const DI_SECTOR = RI.sector_number.offset;
+const DI_GREFS = RI.indirect_grefs.offset;
+
+/**
+ * A reusable decoding of one INDIRECT request whose indirect_op is READ or
+ * WRITE (struct blkif_request_indirect), and of the segment arrays of its
+ * indirect pages (struct blkif_request_segment[]), for a back end's
+ * allocation-free path: the fields of BlkifIndirectRequest but the id (left
+ * in the entry's bytes: `copyRequestId`), and the segments as three parallel
+ * typed arrays instead of objects. Only valid until the next decode into it.
+ */
+export class IndirectRwScratch {
+  /** indirect_op: READ or WRITE after a successful `decode`. */
+  indirectOp = 0;
+  /** As sent (0..65535). */
+  nrSegments = 0;
+  handle = 0;
+  sector = 0;
+  /** All BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST indirect_grefs slots. */
+  readonly indirectGrefs = new Uint32Array(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST);
+  /** Segments read by `readSegments`: the first `count` entries of each array. */
+  count = 0;
+  gref = new Uint32Array(0);
+  firstSect = new Uint8Array(0);
+  lastSect = new Uint8Array(0);
+
+  /**
+   * Decode the private copy behind `dv` (at least BLKIF_RING_ENTRY_SIZE
+   * bytes) if it is an INDIRECT request with indirect_op READ or WRITE,
+   * exactly as decodeRequest would (but the id): true then; false (scratch
+   * unspecified) otherwise. Allocates nothing; `count` is reset to 0.
+   */
+  decode(dv: DataView): boolean {
+    if (dv.getUint8(DQ_OPERATION) !== BLKIF_OP_INDIRECT) return false;
+    const op = dv.getUint8(DI_OP);
+    if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return false;
+    this.indirectOp = op;
+    this.nrSegments = dv.getUint16(DI_NR_SEGMENTS, true);
+    this.handle = dv.getUint16(DI_HANDLE, true);
+    this.sector = dv.getUint32(DI_SECTOR + 4, true) * 0x1_0000_0000 + dv.getUint32(DI_SECTOR, true);
+    const g = this.indirectGrefs;
+    for (let i = 0; i < BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST; i++) g[i] = dv.getUint32(DI_GREFS + 4 * i, true);
+    this.count = 0;
+    return true;
+  }
+
+  /**
+   * Read the first `count` segments of a private copy of indirect pages'
+   * bytes behind `pages` (as decodeIndirectSegments does, into the typed
+   * arrays; they grow once if too small, else nothing is allocated).
+   */
+  readSegments(pages: DataView, count: number): void {
+    if (count * SEG_SIZE > pages.byteLength) throw new RangeError(`${count} indirect segments need ${count * SEG_SIZE} bytes, got ${pages.byteLength}`);
+    if (this.gref.length < count) {
+      this.gref = new Uint32Array(count);
+      this.firstSect = new Uint8Array(count);
+      this.lastSect = new Uint8Array(count);
+    }
+    const gref = this.gref;
+    const first = this.firstSect;
+    const last = this.lastSect;
+    for (let i = 0, at = 0; i < count; i++, at += DQ_SEG_SIZE) {
+      gref[i] = pages.getUint32(at + DQ_SEG_GREF, true);
+      first[i] = pages.getUint8(at + DQ_SEG_FIRST);
+      last[i] = pages.getUint8(at + DQ_SEG_LAST);
+    }
+    this.count = count;
+  }
+}

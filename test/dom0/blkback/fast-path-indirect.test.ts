@@ -1,0 +1,173 @@
+/**
+ * blkback's allocation-free indirect path (IndirectRwScratch.decode +
+ * indirectRwPages, readSegments + checkIndirectRw) against the general path
+ * (decodeRequest + indirectPages, decodeIndirectSegments + checkRequest): on
+ * any entry and any indirect page bytes they agree. The fast path accepts
+ * exactly the entries the general path checks into an indirect READ/WRITE
+ * `io`, with the same operation, sector, sector count, segments and id;
+ * everything else (refusals included) it declines, leaving it to the general
+ * path. Plus PersistentGrants' lookup table against a plain Map.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { BLKIF_OP_INDIRECT, BLKIF_REQUEST_INDIRECT, BLKIF_RESPONSE } from '../../../shared/abi/blkif.ts';
+import { copyRequestId, decodeIndirectSegments, decodeRequest, IndirectRwScratch } from '../../../shared/blkif/proto.ts';
+import { checkIndirectRw, checkRequest, indirectPages, indirectRwPages, type DiskLimits } from '../../../dom0/blkback/validate.ts';
+import { DIRECT_REFS, PersistentGrants } from '../../../dom0/blkback/persistent.ts';
+import { PAGE_SIZE } from '../../../shared/types.ts';
+
+const RI = BLKIF_REQUEST_INDIRECT.fields;
+/** Indirect page bytes the test provides: two pages (1024 segments). */
+const PAGES = 2;
+
+/** 112 bytes, biased toward plausible indirect requests. */
+const entry = fc.record({
+  bytes: fc.uint8Array({ minLength: 112, maxLength: 112 }),
+  op: fc.oneof({ arbitrary: fc.constant(BLKIF_OP_INDIRECT), weight: 8 }, { arbitrary: fc.nat(255), weight: 1 }),
+  iop: fc.oneof({ arbitrary: fc.constantFrom(0, 1), weight: 8 }, { arbitrary: fc.nat(255), weight: 1 }),
+  nr: fc.oneof({ arbitrary: fc.integer({ min: 1, max: 8 }), weight: 3 }, { arbitrary: fc.nat(600), weight: 1 }, { arbitrary: fc.nat(65535), weight: 1 }),
+  sector: fc.oneof(fc.nat(4200), fc.nat()),
+  sectorHi: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.nat(), weight: 1 }),
+  plain: fc.oneof({ arbitrary: fc.constant(false), weight: 4 }, { arbitrary: fc.constant(true), weight: 1 }),
+}).map(({ bytes, op, iop, nr, sector, sectorHi, plain }) => {
+  if (plain) return bytes;
+  const b = bytes.slice();
+  const dv = new DataView(b.buffer);
+  dv.setUint8(RI.operation.offset, op);
+  dv.setUint8(RI.indirect_op.offset, iop);
+  dv.setUint16(RI.nr_segments.offset, nr, true);
+  dv.setUint32(RI.sector_number.offset, sector, true);
+  dv.setUint32(RI.sector_number.offset + 4, sectorHi, true);
+  return b;
+});
+
+/** Indirect page bytes: random, with (mostly) sensible first/last sectors, or a rare bad one. */
+const pageBytes = fc.record({
+  bytes: fc.uint8Array({ minLength: PAGES * PAGE_SIZE, maxLength: PAGES * PAGE_SIZE }),
+  good: fc.oneof({ arbitrary: fc.constant(true), weight: 4 }, { arbitrary: fc.constant(false), weight: 1 }),
+  bad: fc.array(fc.tuple(fc.oneof(fc.nat(7), fc.nat(PAGES * 512 - 1)), fc.nat(9), fc.nat(9)), { maxLength: 3 }),
+}).map(({ bytes, good, bad }) => {
+  const b = bytes.slice();
+  if (good) {
+    for (let i = 0; i < PAGES * 512; i++) {
+      const x = b[8 * i + 4]! & 7;
+      const y = b[8 * i + 5]! & 7;
+      b[8 * i + 4] = Math.min(x, y);
+      b[8 * i + 5] = Math.max(x, y);
+    }
+    for (const [i, f, l] of bad) { b[8 * i + 4] = f; b[8 * i + 5] = l; }
+  }
+  return b;
+});
+
+const limitsArb = fc.record({
+  sectors: fc.oneof(fc.nat(4096), fc.nat(1 << 22), fc.constant(1 << 22)),
+  readonly: fc.boolean(),
+  discard: fc.boolean(),
+  discardSecure: fc.boolean(),
+  maxIndirectSegments: fc.oneof(fc.constant(256), fc.nat(PAGES * 512), fc.nat(70000)),
+});
+
+describe('indirect READ/WRITE fast path', () => {
+  it('agrees with decodeRequest + decodeIndirectSegments + checkRequest on any entry and page bytes', () => {
+    const sc = new IndirectRwScratch();
+    // How often each side of the verdict came up (the generators must reach both).
+    let accepted = 0;
+    let declinedAfterRead = 0;
+    fc.assert(fc.property(entry, pageBytes, limitsArb, (bytes, page, limits: DiskLimits) => {
+      const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+      const pdv = new DataView(page.buffer, page.byteOffset, page.byteLength);
+      // The fast path, as the engine runs it (pages beyond what we hold: unreadable, as beyond 8 pages).
+      let fast = -1;
+      if (sc.decode(dv)) {
+        const pages = indirectRwPages(sc, limits);
+        if (pages > 0 && pages <= PAGES) {
+          sc.readSegments(pdv, sc.nrSegments);
+          fast = checkIndirectRw(sc, limits);
+          if (fast < 0) declinedAfterRead++;
+        }
+      }
+      // The general path.
+      const req = decodeRequest(bytes);
+      let segs = null;
+      if (req.kind === 'indirect') {
+        const p = indirectPages(req, limits);
+        if (typeof p === 'number' && p <= PAGES) segs = decodeIndirectSegments(page, req.nrSegments);
+      }
+      const c = checkRequest(req, limits, segs);
+      const generalAccepts = req.kind === 'indirect' && c.kind === 'io' && (c.op === 0 || c.op === 1);
+      expect(fast > 0).toBe(generalAccepts);
+      if (!generalAccepts || req.kind !== 'indirect' || c.kind !== 'io') return;
+      accepted++;
+      expect(sc.indirectOp).toBe(c.op);
+      expect(c.rspOp).toBe(c.op);
+      expect(sc.nrSegments).toBe(req.nrSegments);
+      expect(sc.handle).toBe(req.handle);
+      expect(sc.sector).toBe(c.sector);
+      expect(fast).toBe(c.nrSectors);
+      expect(sc.count).toBe(c.segs.length);
+      const fastSegs = Array.from({ length: sc.count }, (_, i) => ({ gref: sc.gref[i], firstSect: sc.firstSect[i], lastSect: sc.lastSect[i] }));
+      expect(fastSegs).toEqual(c.segs.map((s) => ({ ...s })));
+      const rsp = new DataView(new ArrayBuffer(BLKIF_RESPONSE.size));
+      copyRequestId(dv, rsp);
+      expect(rsp.getBigUint64(BLKIF_RESPONSE.fields.id.offset, true)).toBe(c.id);
+    }), { numRuns: 3000 });
+    expect(accepted).toBeGreaterThan(100);
+    expect(declinedAfterRead).toBeGreaterThan(100);
+  });
+
+  it('decodes any indirect READ/WRITE header as decodeRequest does, whatever its checks say', () => {
+    const sc = new IndirectRwScratch();
+    fc.assert(fc.property(entry, (bytes) => {
+      const req = decodeRequest(bytes);
+      const took = sc.decode(new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+      expect(took).toBe(req.kind === 'indirect' && (req.indirectOp === 0 || req.indirectOp === 1));
+      if (!took || req.kind !== 'indirect') return;
+      expect({ op: sc.indirectOp, n: sc.nrSegments, h: sc.handle, sector: sc.sector, grefs: [...sc.indirectGrefs] })
+        .toEqual({ op: req.indirectOp, n: req.nrSegments, h: req.handle, sector: req.sector, grefs: [...req.indirectGrefs] });
+    }), { numRuns: 3000 });
+  });
+
+  it('reads segments as decodeIndirectSegments does, reusing its arrays', () => {
+    const sc = new IndirectRwScratch();
+    fc.assert(fc.property(pageBytes, fc.nat(PAGES * 512), (page, n) => {
+      sc.readSegments(new DataView(page.buffer), n);
+      const got = Array.from({ length: sc.count }, (_, i) => ({ gref: sc.gref[i], firstSect: sc.firstSect[i], lastSect: sc.lastSect[i] }));
+      expect(got).toEqual(decodeIndirectSegments(page, n).map((s) => ({ ...s })));
+    }), { numRuns: 300 });
+    expect(() => sc.readSegments(new DataView(new ArrayBuffer(15)), 2)).toThrow(RangeError);
+  });
+});
+
+describe('PersistentGrants lookup', () => {
+  it('agrees with a Map on any u32 grefs, near and far, writable and read-only', () => {
+    const gref = fc.oneof(fc.nat(64), fc.integer({ min: DIRECT_REFS - 4, max: DIRECT_REFS + 4 }), fc.nat(0xffff_ffff));
+    fc.assert(fc.property(fc.array(fc.tuple(gref, fc.boolean()), { maxLength: 40 }), fc.array(gref, { maxLength: 40 }), fc.nat(50), (adds, probes, max) => {
+      const pg = new PersistentGrants(max);
+      const model = new Map<number, { gfn: number; ro: boolean }>();
+      adds.forEach(([g, ro], i) => {
+        const gfn = 1000 + i;
+        const want = model.size < max && !model.has(g);
+        expect(pg.add(g, { handle: i, gfn }, ro)).toBe(want);
+        if (want) model.set(g, { gfn, ro });
+      });
+      expect(pg.size).toBe(model.size);
+      const all = [...probes, ...adds.map(([g]) => g)];
+      const out = new Float64Array(all.length);
+      const outW = new Float64Array(all.length);
+      const hits = pg.resolve(Uint32Array.from(all), all.length, false, out);
+      const hitsW = pg.resolve(Uint32Array.from(all), all.length, true, outW);
+      let h = 0;
+      let hw = 0;
+      all.forEach((g, i) => {
+        const m = model.get(g);
+        const any = m ? m.gfn * PAGE_SIZE : -1;
+        const w = m && !m.ro ? m.gfn * PAGE_SIZE : -1;
+        expect([pg.gpa(g), pg.writableGpa(g), out[i], outW[i]]).toEqual([any, w, any, w]);
+        if (any >= 0) h++;
+        if (w >= 0) hw++;
+      });
+      expect([hits, hitsW]).toEqual([h, hw]);
+    }), { numRuns: 500 });
+  });
+});

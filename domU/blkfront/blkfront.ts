@@ -27,26 +27,33 @@
  *  - The backend is untrusted: a response with an unknown id or the wrong
  *    operation, or an impossible rsp_prod, stops the ring (logged once) and
  *    fails what was in flight.
+ *  - Zero-copy I/O: `allocBuffer(bytes)` gives a BlkBuffer of guest pages
+ *    that `readPages` / `writePages` grant to the backend as they are (no
+ *    copy in the guest); with persistent grants each page is granted once and
+ *    keeps its grant until disconnect or `freeBuffer`.
  *  - A backend that goes Closed while `online` stays 1 and later returns to
  *    InitWait gets a new ring, and every request it left unanswered is issued
  *    again (blkif_recover). One that goes away (`online` 0, or its directory
  *    removed) is a hot-unplug: what it did not answer fails with 'removed'.
  */
 import { BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_SECTOR_SIZE, SEGS_PER_INDIRECT_FRAME } from '../../shared/abi/blkif.ts';
+import { PAGE_SIZE } from '../../shared/types.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { KernelLoop } from '../../shared/guest/kloop.ts';
 import { XenbusError, type WatchHandle, type XenbusClient } from '../../shared/xenbus/client.ts';
 import { switchState, XenbusStateMachine, type XenbusStateName } from '../../shared/xenbus/state.ts';
+import { BlkBuffer } from './buffer.ts';
 import { BackendDir } from './connect.ts';
 import { BlkDataPath, NO_DISCARD, NO_FLUSH } from './datapath.ts';
 import { DataPages } from './grants.ts';
 import { handshakeAction, type BackendState, type HandshakeAction } from './handshake.ts';
 import { MAX_INDIRECT_SEGMENTS, rangeError } from './requests.ts';
-import { BlkRing, type IoOp } from './ring.ts';
+import { BlkRing, type IoData, type IoOp } from './ring.ts';
 import { BlkfrontError, type BlkDiskInfo, type BlkFeatures, type BlkfrontOptions, type BlkfrontStats } from './types.ts';
 
 export type { BlkfrontStats } from './types.ts';
+export { BlkBuffer } from './buffer.ts';
 
 export interface BlockFrontArgs {
   /** This domain's event channels. */
@@ -101,6 +108,8 @@ export class BlockFront {
   /** Everything released: the device is gone for good. */
   private finalised = false;
   private endReason: BlkfrontError | undefined;
+  /** Buffers of ours not freed yet (allocBuffer). */
+  private readonly buffers = new Set<BlkBuffer>();
   readonly stats: BlkfrontStats = {
     requests: { read: 0, write: 0, flush: 0, barrier: 0, discard: 0, indirect: 0 },
     segments: 0, notifies: 0, responses: 0, reissued: 0, rings: 0,
@@ -172,6 +181,8 @@ export class BlockFront {
   get pagesInUse(): number { return this.pages.pagesInUse; }
   /** Persistent grants alive in the pool. */
   get pooledGrants(): number { return this.pages.pooledGrants; }
+  /** Persistent grants of BlkBuffer pages alive (zero-copy I/O). */
+  get bufferGrants(): number { return this.pages.bufferGrants; }
   /** The event channel port of the current ring (0: none). */
   get eventChannel(): number { return this.dp.port; }
   /** True once the device is gone (unplugged, closed, or its ring stopped) and everything is released. */
@@ -230,7 +241,78 @@ export class BlockFront {
     return this.submit('discard', sector, count, undefined);
   }
 
-  private submit(kind: IoOp['kind'], sector: number, count: number, buf: Uint8Array | undefined): Promise<void> {
+  // ---------------------------------------------------------------------------
+  // Zero-copy I/O (buffer.ts): the caller's data in guest pages granted as they are.
+
+  /**
+   * A buffer of `bytes` (a positive multiple of 4096) in guest pages from the
+   * kernel's allocator, adjacent in gfn order when such a run is free (then
+   * usually machine-contiguous: Dom0 moves a request's data in one iovec).
+   * Throws BlkfrontError 'range' for a bad size (nothing allocated), and the
+   * allocator's error when it has too few pages. Give it back with freeBuffer.
+   */
+  allocBuffer(bytes: number): BlkBuffer {
+    if (!Number.isSafeInteger(bytes) || bytes <= 0 || bytes % PAGE_SIZE !== 0) {
+      throw new BlkfrontError('range', `allocBuffer: ${bytes} bytes is not a positive multiple of ${PAGE_SIZE}`);
+    }
+    const xen = this.a.ev.xen;
+    const buf = new BlkBuffer(xen.k.mem, xen.allocGfnRun(bytes / PAGE_SIZE));
+    this.buffers.add(buf);
+    return buf;
+  }
+
+  /**
+   * Free a buffer of ours on which no readPages/writePages is pending (else
+   * it throws, changing nothing): its pages' grants end and the pages go back
+   * to the kernel's allocator. A page whose grant the backend still maps
+   * (with persistent grants, until it disconnects) goes back once it unmaps.
+   * The buffer must not be used afterwards.
+   */
+  freeBuffer(buf: BlkBuffer): void {
+    if (!this.buffers.has(buf)) throw new Error('freeBuffer: not a buffer of this device, or freed already');
+    if (buf.pending > 0) throw new Error(`freeBuffer: ${buf.pending} I/O(s) on the buffer still pending`);
+    this.buffers.delete(buf);
+    buf.freed = true;
+    this.pages.freeBufferPages(buf.pages);
+  }
+
+  /**
+   * Read `count` sectors from `sector` into `buf` at byte `offset` (a
+   * multiple of 4096), zero-copy: the buffer's pages are granted to the
+   * backend, which writes into them. `count` defaults to the sectors that fit
+   * in the rest of the buffer. Same contract as `read` otherwise.
+   */
+  readPages(sector: number, buf: BlkBuffer, offset = 0, count?: number): Promise<void> {
+    return this.submitPages('read', sector, buf, offset, count);
+  }
+
+  /**
+   * Write `count` sectors at `sector` from `buf` at byte `offset` (a multiple
+   * of 4096), zero-copy: the backend reads the buffer's pages. Leave those
+   * bytes unchanged until the promise settles (a request re-issued after a
+   * reconnection reads them again). Same contract as `write` otherwise.
+   */
+  writePages(sector: number, buf: BlkBuffer, offset = 0, count?: number): Promise<void> {
+    if (this.diskInfo?.readOnly) return Promise.reject(new BlkfrontError('unsupported', 'writePages: the disk is read-only'));
+    return this.submitPages('write', sector, buf, offset, count);
+  }
+
+  private submitPages(kind: 'read' | 'write', sector: number, buf: BlkBuffer, offset: number, count: number | undefined): Promise<void> {
+    const what = kind === 'read' ? 'readPages' : 'writePages';
+    if (!this.buffers.has(buf)) return Promise.reject(new BlkfrontError('range', `${what}: not a buffer of this device, or freed`));
+    if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0 || offset >= buf.bytes) {
+      return Promise.reject(new BlkfrontError('range', `${what}: offset ${offset} is not a multiple of ${PAGE_SIZE} inside the ${buf.bytes}-byte buffer`));
+    }
+    const n = count ?? (buf.bytes - offset) / SECTOR;
+    if (Number.isSafeInteger(n) && n * SECTOR > buf.bytes - offset) {
+      return Promise.reject(new BlkfrontError('range', `${what}: ${n} sectors from byte ${offset} do not fit in the ${buf.bytes}-byte buffer`));
+    }
+    buf.pending++;
+    return this.submit(kind, sector, n, buf, offset).finally(() => { buf.pending--; });
+  }
+
+  /** Queue an I/O of `count` units whose data is at byte `offset` of `buf`, and issue what fits. */
+  private submit(kind: IoOp['kind'], sector: number, count: number, buf: IoData | undefined, offset = 0): Promise<void> {
     if (this.closing || this.finalised || this.dp.broken) return Promise.reject(this.endReason ?? new BlkfrontError('closed', `${kind}: the device is closed`));
     if (kind !== 'flush') {
       const bad = rangeError(this.disk, sector, count);
@@ -239,7 +321,7 @@ export class BlockFront {
     }
     return new Promise<void>((resolve, reject) => {
       const op: IoOp = { kind, buf, left: count, error: undefined, settled: false, resolve, reject };
-      this.dp.queue.push({ op, sector, count, offset: 0 });
+      this.dp.queue.push({ op, sector, count, offset });
       this.dp.dispatch();
     });
   }

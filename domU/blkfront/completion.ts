@@ -35,12 +35,17 @@ export class ResponseCopy {
   get status(): number { return this.rspView.getInt16(RS.status.offset, true); }
 }
 
-/** Copy a read's data from its pages into the caller's buffer, at the piece's offset. */
+/**
+ * Copy a read's data from its pages into the caller's Uint8Array, at the
+ * piece's offset. A BlkBuffer's read needs nothing: the backend wrote into
+ * the buffer's own pages (zero-copy).
+ */
 export function copyOut(xen: Xen, sh: Shadow): void {
   const { op, count, offset } = sh.piece;
+  const buf = op.buf;
+  if (!(buf instanceof Uint8Array)) return;
   const mem = xen.k.mem;
   const bytes = count * BLKIF_SECTOR_SIZE;
-  const buf = op.buf!;
   const pages = sh.pages;
   // One page filling the caller's whole buffer (a 4 KiB read, or less): no view to make.
   if (pages.length === 1 && offset === 0 && bytes === buf.length) {

@@ -98,9 +98,11 @@ export class RequestWriter {
     const nseg = Math.ceil(n / SECTORS_PER_PAGE);
     const indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const nind = indirect ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
-    if (!this.pages.available(nseg + nind)) return 'no-pages';
-
     const op = piece.op;
+    // Zero-copy I/O grants the caller's pages: only indirect pages come from the pool.
+    const copy = op.buf instanceof Uint8Array;
+    if (!this.pages.available((copy ? nseg : 0) + nind)) return 'no-pages';
+
     const write = op.kind === 'write';
     // Direct requests write their segments straight into the request entry; indirect ones list them.
     const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
@@ -131,21 +133,29 @@ export class RequestWriter {
   }
 
   /**
-   * Take and grant the `nseg` data pages of the piece's first `n` sectors
-   * (copying the data in for a write). Each segment goes into `segs` if
-   * given (indirect), else straight into the request entry (direct).
+   * Grant the `nseg` data pages of the piece's first `n` sectors: pool pages
+   * (the data copied in for a write) for a Uint8Array, the buffer's own pages
+   * for a BlkBuffer (nothing copied; the piece's offset is page-aligned).
+   * Each segment goes into `segs` if given (indirect), else straight into
+   * the request entry (direct).
    */
   private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, segs: BlkifSegment[] | undefined): GrantedPage[] {
     const mem = this.xen.k.mem;
     const dv = this.reqView;
+    const buf = piece.op.buf!;
+    const first = piece.offset / PAGE_SIZE;
     const pages: GrantedPage[] = [];
     for (let k = 0; k < nseg; k++) {
-      const p = this.pages.take(write)!;
       const sectors = Math.min(SECTORS_PER_PAGE, n - k * SECTORS_PER_PAGE);
-      if (write) {
-        const at = piece.offset + k * PAGE_SIZE;
-        const buf = piece.op.buf!;
-        mem.write(p.gpa, at === 0 && sectors * SECTOR === buf.length ? buf : buf.subarray(at, at + sectors * SECTOR));
+      let p: GrantedPage;
+      if (!(buf instanceof Uint8Array)) {
+        p = this.pages.grantBufferPage(buf.pages[first + k]!, write);
+      } else {
+        p = this.pages.take(write)!;
+        if (write) {
+          const at = piece.offset + k * PAGE_SIZE;
+          mem.write(p.gpa, at === 0 && sectors * SECTOR === buf.length ? buf : buf.subarray(at, at + sectors * SECTOR));
+        }
       }
       pages.push(p);
       if (segs) {

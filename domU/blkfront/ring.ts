@@ -15,14 +15,22 @@ import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import type { Xen } from '../../shared/guest/xen.ts';
 import { FrontRing, ringGeometry, sharedRingInit } from '../../shared/ring/ring.ts';
 import { PAGE_SIZE, type GrantRef } from '../../shared/types.ts';
+import type { BlkBuffer } from './buffer.ts';
 import type { GrantedPage } from './grants.ts';
 import { pagedRingMemory } from './paged-memory.ts';
+
+/**
+ * Where an I/O's data is: a Uint8Array, copied through pool pages (in for a
+ * write when each request goes out, out for a read when it is answered), or
+ * a BlkBuffer, whose own pages are granted (zero-copy: nothing is copied).
+ */
+export type IoData = Uint8Array | BlkBuffer;
 
 /** One I/O a caller asked for; it completes when all its sectors are answered. */
 export interface IoOp {
   readonly kind: 'read' | 'write' | 'flush' | 'discard';
   /** read: where the data goes; write: where it comes from (512-byte sectors, in order). */
-  readonly buf: Uint8Array | undefined;
+  readonly buf: IoData | undefined;
   /** Units not yet answered: sectors for read/write/discard, 1 for flush. */
   left: number;
   error: Error | undefined;
@@ -37,7 +45,7 @@ export interface Piece {
   readonly sector: number;
   /** Units (see IoOp.left). */
   readonly count: number;
-  /** Byte offset of the piece's data in op.buf. */
+  /** Byte offset of the piece's data in op.buf (a multiple of the page size for a BlkBuffer). */
   readonly offset: number;
 }
 

@@ -14,7 +14,8 @@ export interface BlkfrontOptions {
   /**
    * Most data and indirect pages the driver may hold at once (default 256).
    * Requests wait in the driver's queue while the budget is spent; it is
-   * raised to what one largest request needs.
+   * raised to what one largest request needs. The pages of zero-copy
+   * buffers (BlockFront.allocBuffer) are the caller's and not counted.
    */
   readonly maxPages?: number;
   /** Where driver warnings go (a hostile backend's are logged once). Default: dropped. */

@@ -81,6 +81,38 @@ export class Xen {
     return g;
   }
 
+  /**
+   * Take `n` free gfns, adjacent (g, g + 1, ..., g + n - 1, in that order)
+   * if such a run is free, else any `n` (as allocGfn takes them). Adjacent
+   * guest pages are usually machine-contiguous too, which lets a backend
+   * move a buffer's data in one piece (one iovec). Throws, taking nothing,
+   * if fewer than `n` pages are free.
+   */
+  allocGfnRun(n: number): number[] {
+    if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`allocGfnRun: bad page count ${n}`);
+    const free = this.freeGfns;
+    if (free.length < n) throw new Error('out of guest pages');
+    if (n === 1) return [this.allocGfn()];
+    // One pass over the free set: a run starts at a free g whose g - 1 is not free.
+    const isFree = new Set(free);
+    let first = -1;
+    for (const g of free) {
+      if (isFree.has(g - 1)) continue;
+      let len = 1;
+      while (len < n && isFree.has(g + len)) len++;
+      if (len === n && (first < 0 || g < first)) first = g;
+    }
+    if (first < 0) return Array.from({ length: n }, () => this.allocGfn());
+    // Take the run out, keeping the others in their order (compacted in place).
+    let w = 0;
+    for (let r = 0; r < free.length; r++) {
+      const g = free[r]!;
+      if (g < first || g >= first + n) free[w++] = g;
+    }
+    free.length = w;
+    return Array.from({ length: n }, (_, i) => first + i);
+  }
+
   releaseGfn(g: number): void { this.freeGfns.push(g); }
   get freePageCount(): number { return this.freeGfns.length; }
 

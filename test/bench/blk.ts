@@ -48,6 +48,8 @@ interface GuestFigures {
   readonly n: number; readonly ns: number;
   readonly rq: number; readonly ind: number; readonly sg: number; readonly nt: number; readonly rsp: number;
   readonly sl: number; readonly slUs: number; readonly spUs: number;
+  /** 1: the I/O went through a BlkBuffer (zero-copy: readPages/writePages). */
+  readonly zc?: number;
 }
 
 interface GuestOpts {
@@ -58,15 +60,17 @@ interface GuestOpts {
   readonly qd: number;
   readonly maxPages: number;
   readonly runMs: number;
+  /** Zero-copy: the guest's data in BlkBuffer pages granted directly (readPages/writePages). */
+  readonly zc?: boolean;
 }
 
-const label = (g: GuestFigures): string => `persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
+const label = (g: GuestFigures): string => `${g.zc ? 'zero-copy, ' : ''}persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
 const ioBytes = (t: string): number => (t === 'null' ? 512 : t === 'rand4k' ? 4096 : MIB);
 const perSec = (g: GuestFigures): number => g.n / (g.ns / 1e9);
 const mibps = (g: GuestFigures): number => (g.n * ioBytes(g.t)) / MIB / (g.ns / 1e9);
 
 async function guestRun(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
-  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} warm=${WARM_MS} run=${o.runMs}`;
+  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
   let timer: NodeJS.Timeout | undefined;
   const run = await Promise.race([
@@ -250,14 +254,17 @@ export async function benchBlk(): Promise<string> {
     const fsRand = fsRandRead(img, RUN_MS);
     const randRows: Array<Array<string>> = [];
     let randBest = 0;
-    for (const persistent of [true, false]) {
-      for (const order of [0, 2]) {
-        const g = (await guestRun({ tests: ['rand4k'], persistent, indirect: 0, order, qd: 32, maxPages: 256, runMs: RUN_MS }, fileDisk))[0]!;
-        all.push(g);
-        const r = perSec(g) / fsRand;
-        randBest = Math.max(randBest, r);
-        randRows.push([persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, fmtK(perSec(g)), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
-      }
+    const randCases: Array<{ zc: boolean; persistent: boolean; order: number }> = [
+      { zc: false, persistent: true, order: 0 }, { zc: false, persistent: true, order: 2 },
+      { zc: false, persistent: false, order: 0 }, { zc: false, persistent: false, order: 2 },
+      { zc: true, persistent: true, order: 0 }, { zc: true, persistent: false, order: 0 },
+    ];
+    for (const { zc, persistent, order } of randCases) {
+      const g = (await guestRun({ tests: ['rand4k'], persistent, indirect: 0, order, qd: 32, maxPages: 256, runMs: RUN_MS, zc }, fileDisk))[0]!;
+      all.push(g);
+      const r = perSec(g) / fsRand;
+      randBest = Math.max(randBest, r);
+      randRows.push([zc ? 'zero-copy (readPages)' : 'copy (readInto)', persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, fmtK(perSec(g)), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
     }
     const seqReadBase = fsSeqBest(img, false, SEQ_RUN_MS);
     const seqWriteBase = fsSeqBest(img, true, SEQ_RUN_MS);
@@ -266,18 +273,22 @@ export async function benchBlk(): Promise<string> {
     const fsSeqReadCold = fsSeqBest(img, false, SEQ_RUN_MS, COLD_SPAN_MIB).best;
     const fsSeqWriteCold = fsSeqBest(img, true, SEQ_RUN_MS, COLD_SPAN_MIB).best;
     const seqRows: Array<Array<string>> = [];
-    for (const indirect of [0, 32, 256]) {
-      for (const persistent of [true, false]) {
-        for (const order of [0, 2]) {
-          const [rd, wr] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent, indirect, order, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS }, fileDisk);
-          all.push(rd!, wr!);
-          const rr = mibps(rd!) / fsSeqRead;
-          const wrr = mibps(wr!) / fsSeqWrite;
-          seqRows.push([String(rd!.i), persistent ? 'on' : 'off', `${order} (${rd!.rs} slots)`,
-            fmtM(mibps(rd!)), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
-            fmtM(mibps(wr!)), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)]);
+    const seqCases: Array<{ zc: boolean; indirect: number; persistent: boolean; order: number }> = [];
+    for (const zc of [false, true]) {
+      for (const indirect of zc ? [256, 32] : [0, 32, 256]) {
+        for (const persistent of [true, false]) {
+          for (const order of zc ? [0] : [0, 2]) seqCases.push({ zc, indirect, persistent, order });
         }
       }
+    }
+    for (const { zc, indirect, persistent, order } of seqCases) {
+      const [rd, wr] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent, indirect, order, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc }, fileDisk);
+      all.push(rd!, wr!);
+      const rr = mibps(rd!) / fsSeqRead;
+      const wrr = mibps(wr!) / fsSeqWrite;
+      seqRows.push([zc ? 'zero-copy' : 'copy', String(rd!.i), persistent ? 'on' : 'off', `${order} (${rd!.rs} slots)`,
+        fmtM(mibps(rd!)), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
+        fmtM(mibps(wr!)), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)]);
     }
     const fsSeqRead2 = fsSeqBest(img, false, SEQ_RUN_MS).best;
     const fsRand2 = fsRandRead(img, RUN_MS);
@@ -285,7 +296,7 @@ export async function benchBlk(): Promise<string> {
     const secs = ((Date.now() - tStart) / 1000).toFixed(0);
     const load1 = os.loadavg();
     const batch = (g: GuestFigures): string => (g.rsp / Math.max(1, g.sl)).toFixed(0);
-    const find = (t: string, p: number, i: number, o: number): GuestFigures | undefined => all.find((g) => g.t === t && g.p === p && g.i === i && g.o === o);
+    const find = (t: string, p: number, i: number, o: number, zc = 0): GuestFigures | undefined => all.find((g) => g.t === t && g.p === p && g.i === i && g.o === o && (g.zc ?? 0) === zc);
     const asleep = (g: GuestFigures): string => pct(g.slUs / 1e6 / (g.ns / 1e9));
     const spinPerSleep = (g: GuestFigures): string => (g.spUs / Math.max(1, g.sl)).toFixed(1);
     const change = (a: number, b: number): string => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
@@ -360,11 +371,11 @@ ${table(['configuration', 'ours', 'baseline', 'baseline figure', 'ours / baselin
 
 ### 2. Image file, page-cache hot: 4 KiB random reads, QD 32 (readInto a reused buffer)
 
-${table(['persistent grants', 'ring order', 'ours (IOPS)', 'fs.readSync 4 KiB random (baseline)', 'ours / baseline', 'target 70%'], randRows)}
+${table(['data path', 'persistent grants', 'ring order', 'ours (IOPS)', 'fs.readSync 4 KiB random (baseline)', 'ours / baseline', 'target 70%'], randRows)}
 
 ### 3. Image file, page-cache hot: 1 MiB sequential, ${SEQ_INFLIGHT} I/Os in flight
 
-${table(['indirect segments', 'persistent grants', 'ring order', 'read', 'fs.readSync 1 MiB (baseline)', 'ratio', 'target 80%', 'write', 'fs.writeSync 1 MiB (baseline)', 'ratio', 'target 80%'], seqRows)}
+${table(['data path', 'indirect segments', 'persistent grants', 'ring order', 'read', 'fs.readSync 1 MiB (baseline)', 'ratio', 'target 80%', 'write', 'fs.writeSync 1 MiB (baseline)', 'ratio', 'target 80%'], seqRows)}
 
 Reference (no target): the same fs loops with the 1 MiB buffer moving through ${COLD_SPAN_MIB} MiB of
 memory, so that each I/O's destination (source) is not in the CPU's caches, as the guest's

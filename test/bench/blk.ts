@@ -50,6 +50,8 @@ interface GuestFigures {
   readonly sl: number; readonly slUs: number; readonly spUs: number;
   /** 1: the I/O went through a BlkBuffer (zero-copy: readPages/writePages). */
   readonly zc?: number;
+  /** The rates (I/Os per second) of every run of this configuration, lowest first (guestRun). */
+  readonly runs?: readonly number[];
 }
 
 interface GuestOpts {
@@ -69,7 +71,23 @@ const ioBytes = (t: string): number => (t === 'null' ? 512 : t === 'rand4k' ? 40
 const perSec = (g: GuestFigures): number => g.n / (g.ns / 1e9);
 const mibps = (g: GuestFigures): number => (g.n * ioBytes(g.t)) / MIB / (g.ns / 1e9);
 
+/** Guest runs per configuration; each test's figure is the median run (see the Method paragraph). */
+const RUNS = 3;
+
+/**
+ * Run the configuration RUNS times (a host booted afresh each time) and
+ * return, for each test, the run with the median rate, its spread in `runs`.
+ */
 async function guestRun(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
+  const all: GuestFigures[][] = [];
+  for (let i = 0; i < RUNS; i++) all.push(await guestRunOnce(o, disk));
+  return o.tests.map((_, t) => {
+    const byRate = all.map((r) => r[t]!).sort((a, b) => perSec(a) - perSec(b));
+    return { ...byRate[Math.floor(RUNS / 2)]!, runs: byRate.map(perSec) };
+  });
+}
+
+async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
   const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
   let timer: NodeJS.Timeout | undefined;
@@ -194,6 +212,13 @@ const fmtK = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : 
 const fmtM = (x: number): string => `${x.toFixed(0)} MiB/s`;
 const pct = (x: number): string => `${(x * 100).toFixed(0)}%`;
 const verdict = (ok: boolean): string => (ok ? 'met' : '**NOT met**');
+/** A guest figure (the median run) with the range of its runs. */
+const withRuns = (g: GuestFigures, x: number, f: (v: number) => string): string => {
+  const r = g.runs;
+  if (!r || r.length < 2) return f(x);
+  const k = x / perSec(g);
+  return `${f(x)} (${f(r[0]! * k)} .. ${f(r[r.length - 1]! * k)})`;
+};
 
 /** µs of guest vCPU time per ring request: the window less the loop's sleeps and fruitless spins. */
 function busyUs(g: GuestFigures): number {
@@ -237,15 +262,16 @@ export async function benchBlk(): Promise<string> {
     const n2 = perSec(null2);
     const n1 = perSec(null1);
     const range = (r: { lo: number; hi: number }): string => ` (${fmtK(r.lo)} .. ${fmtK(r.hi)})`;
+    const [o0, o2, o1] = [withRuns(null0, n0, fmtK), withRuns(null2, n2, fmtK), withRuns(null1, n1, fmtK)];
     const nullRows = [
-      ['ring order 0 (32 slots), QD 32', fmtK(n0), 'raw SAB ring, 32 x 112 B, blocking', fmtK(rawBlock) + range(rawBlockR), pct(n0 / rawBlock), '>= 50%', verdict(n0 >= 0.5 * rawBlock)],
-      ['ring order 0 (32 slots), QD 32', fmtK(n0), `raw SAB ring, 32 x 112 B, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(rawSpin) + range(rawSpinR), pct(n0 / rawSpin), '>= 50%', verdict(n0 >= 0.5 * rawSpin)],
-      ['ring order 0 (32 slots), QD 32', fmtK(n0), 'MessagePort, 32 in flight', fmtK(port) + range(portR), `${(n0 / port).toFixed(2)}x`, '>= 10x', verdict(n0 >= 10 * port)],
-      ['ring order 2 (128 slots), QD 128', fmtK(n2), 'raw SAB ring, 128 x 112 B, blocking', fmtK(rawBlock128) + range(rawBlock128R), pct(n2 / rawBlock128), '(reference)', '-'],
-      ['ring order 2 (128 slots), QD 128', fmtK(n2), 'MessagePort, 128 in flight', fmtK(port128) + range(port128R), `${(n2 / port128).toFixed(2)}x`, '(reference)', '-'],
+      ['ring order 0 (32 slots), QD 32', o0, 'raw SAB ring, 32 x 112 B, blocking', fmtK(rawBlock) + range(rawBlockR), pct(n0 / rawBlock), '>= 50%', verdict(n0 >= 0.5 * rawBlock)],
+      ['ring order 0 (32 slots), QD 32', o0, `raw SAB ring, 32 x 112 B, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(rawSpin) + range(rawSpinR), pct(n0 / rawSpin), '>= 50%', verdict(n0 >= 0.5 * rawSpin)],
+      ['ring order 0 (32 slots), QD 32', o0, 'MessagePort, 32 in flight', fmtK(port) + range(portR), `${(n0 / port).toFixed(2)}x`, '>= 10x', verdict(n0 >= 10 * port)],
+      ['ring order 2 (128 slots), QD 128', o2, 'raw SAB ring, 128 x 112 B, blocking', fmtK(rawBlock128) + range(rawBlock128R), pct(n2 / rawBlock128), '(reference)', '-'],
+      ['ring order 2 (128 slots), QD 128', o2, 'MessagePort, 128 in flight', fmtK(port128) + range(port128R), `${(n2 / port128).toFixed(2)}x`, '(reference)', '-'],
       ['order 2 against order 0', `${(n2 / n0).toFixed(2)}x`, '', '', '', '', ''],
-      ['ring order 0, QD 1', fmtK(n1), `raw SAB ring, 1 in flight, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(raw1R.median) + range(raw1R), pct(n1 / raw1R.median), '(reference)', '-'],
-      ['ring order 0, QD 1', fmtK(n1), 'MessagePort, 1 in flight', fmtK(port1R.median) + range(port1R), `${(n1 / port1R.median).toFixed(2)}x`, '(reference)', '-'],
+      ['ring order 0, QD 1', o1, `raw SAB ring, 1 in flight, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(raw1R.median) + range(raw1R), pct(n1 / raw1R.median), '(reference)', '-'],
+      ['ring order 0, QD 1', o1, 'MessagePort, 1 in flight', fmtK(port1R.median) + range(port1R), `${(n1 / port1R.median).toFixed(2)}x`, '(reference)', '-'],
     ];
 
     // 2. File backend, page-cache hot.
@@ -264,7 +290,7 @@ export async function benchBlk(): Promise<string> {
       all.push(g);
       const r = perSec(g) / fsRand;
       randBest = Math.max(randBest, r);
-      randRows.push([zc ? 'zero-copy (readPages)' : 'copy (readInto)', persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, fmtK(perSec(g)), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
+      randRows.push([zc ? 'zero-copy (readPages)' : 'copy (readInto)', persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, withRuns(g, perSec(g), fmtK), fmtK(fsRand), pct(r), verdict(r >= 0.7)]);
     }
     const seqReadBase = fsSeqBest(img, false, SEQ_RUN_MS);
     const seqWriteBase = fsSeqBest(img, true, SEQ_RUN_MS);
@@ -287,8 +313,8 @@ export async function benchBlk(): Promise<string> {
       const rr = mibps(rd!) / fsSeqRead;
       const wrr = mibps(wr!) / fsSeqWrite;
       seqRows.push([zc ? 'zero-copy' : 'copy', String(rd!.i), persistent ? 'on' : 'off', `${order} (${rd!.rs} slots)`,
-        fmtM(mibps(rd!)), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
-        fmtM(mibps(wr!)), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)]);
+        withRuns(rd!, mibps(rd!), fmtM), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
+        withRuns(wr!, mibps(wr!), fmtM), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)]);
     }
     const fsSeqRead2 = fsSeqBest(img, false, SEQ_RUN_MS).best;
     const fsRand2 = fsRandRead(img, RUN_MS);
@@ -300,11 +326,14 @@ export async function benchBlk(): Promise<string> {
     const asleep = (g: GuestFigures): string => pct(g.slUs / 1e6 / (g.ns / 1e9));
     const spinPerSleep = (g: GuestFigures): string => (g.spUs / Math.max(1, g.sl)).toFixed(1);
     const change = (a: number, b: number): string => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
-    const r4 = { p1: find('rand4k', 1, 0, 0)!, p0: find('rand4k', 0, 0, 0)!, p1o2: find('rand4k', 1, 0, 2)! };
-    const sq = (t: string, p: number, i: number, o: number): GuestFigures => find(t, p, i, o)!;
+    const r4 = { p1: find('rand4k', 1, 0, 0)!, p0: find('rand4k', 0, 0, 0)!, p1o2: find('rand4k', 1, 0, 2)!, zc: find('rand4k', 1, 0, 0, 1)! };
+    const sq = (t: string, p: number, i: number, o: number, zc = 0): GuestFigures => find(t, p, i, o, zc)!;
     const best = sq('seqread', 1, 256, 0);
     const bestW = sq('seqwrite', 1, 256, 0);
-    const why = `From this run's counters (guest side only: Dom0's time is not measured here).
+    const zcR = sq('seqread', 1, 256, 0, 1);
+    const zcW = sq('seqwrite', 1, 256, 0, 1);
+    const why = `From this run's counters (guest side only: Dom0's time is not measured here) and the
+in-thread probes named below.
 
 - **Polling, not notifications.** Null backend, ring order 0: blkfront sent
   ${(null0.nt / null0.rq).toFixed(3)} notifications per request (one per ~${(null0.rq / Math.max(1, null0.nt)).toFixed(0)}), and the guest's kernel loop
@@ -316,39 +345,44 @@ export async function benchBlk(): Promise<string> {
   every ~${(1e6 / rawBlock).toFixed(2)} µs blocking and ~${(1e6 / rawSpin).toFixed(2)} µs spinning. The guest's vCPU alone spent
   ~${busyUs(null0).toFixed(1)} µs per request outside sleeps and fruitless spins (a promise per I/O, request
   encoding, the shadow, the response copy and decode), and Dom0 has its own path per
-  request (copy the request out of the ring, decode, check, answer); each costs more than
-  the raw ring's copy, which is what keeps us under the spinning raw ring. Ring order 2
+  request (copy the request out of the ring, decode, check, answer: ~0.27 µs on one thread);
+  each costs more than the raw ring's copy. MessagePort at the same depth is
+  ${fmtK(port)}: 10x that is ${fmtK(10 * port)}, ${pct((10 * port) / rawSpin)} of what even the spinning raw ring does here. Ring order 2
   (QD 128): ${change(n0, n2)} on the null rate.
-- **4 KiB random reads** ran at ${fmtK(perSec(r4.p1))} with persistent grants (ring order 0), ${(perSec(r4.p1) / n0).toFixed(2)}x the
-  null device's rate: most of their cost is the same per-request path, not the file read
-  (guest busy ~${busyUs(r4.p1).toFixed(1)} µs per request; fs.readSync takes ~${(1e6 / fsRand).toFixed(1)} µs per 4 KiB). Without persistent grants: ${change(perSec(r4.p1), perSec(r4.p0))} (a grant made and ended per
-  request in the guest, a map and unmap in Dom0; guest asleep ${asleep(r4.p0)} against ${asleep(r4.p1)}).
-  Ring order 2 at QD 32: ${change(perSec(r4.p1), perSec(r4.p1o2))}; 32 in flight already fit a one-page ring, so this
-  difference is not the ring's size (see the note on scatter below).
-- **1 MiB I/O.** With 256 indirect segments and persistent grants (ring order 0): ${fmtM(mibps(best))} read and
-  ${fmtM(mibps(bestW))} write; during the reads the guest was asleep ${asleep(best)} of the time, so it is
-  waiting for Dom0 (which moves the data into or out of the granted pages, a second copy
-  being the guest's own between those pages and the caller's buffer). Without indirect
-  descriptors a 1 MiB I/O is 24 requests of <= 11 segments; 4 in flight need 96 slots, so ring
-  order 2 helps there (read ${change(mibps(sq('seqread', 1, 0, 0)), mibps(sq('seqread', 1, 0, 2)))}, write ${change(mibps(sq('seqwrite', 1, 0, 0)), mibps(sq('seqwrite', 1, 0, 2)))}). With 256 segments
-  only 4 requests are ever in flight, so the ring's size cannot matter there (measured:
-  read ${change(mibps(best), mibps(sq('seqread', 1, 256, 2)))}, write ${change(mibps(bestW), mibps(sq('seqwrite', 1, 256, 2)))}: scatter). Without persistent grants (256 segments): read
-  ${change(mibps(best), mibps(sq('seqread', 0, 256, 0)))}, write ${change(mibps(bestW), mibps(sq('seqwrite', 0, 256, 0)))} (256 grants mapped and unmapped per request).
-  The fs baselines copy page-cache pages into one 1 MiB buffer that stays in the CPU's
-  caches, in one thread with no hand-off: ${fmtM(fsSeqRead)} read, ${fmtM(fsSeqWrite)} write. With the
-  buffer moving through ${COLD_SPAN_MIB} MiB (cache-cold, like granted pages) the same loops make
-  ${fmtM(fsSeqReadCold)} read and ${fmtM(fsSeqWriteCold)} write: that read is ${pct(mibps(best) / fsSeqReadCold)} and that write ${pct(mibps(bestW) / fsSeqWriteCold)}
-  of those, and ours copies twice (file to granted pages in Dom0, pages to buffer in the guest).
-- **Scatter.** Each guest row is a single run on a shared 2-core machine; in repeated runs of
-  this benchmark the same row moved by up to ~30% (the 1 MiB rows most), so differences
-  smaller than that between two rows are not findings.`;
+- **4 KiB random reads** ran at ${fmtK(perSec(r4.p1))} (copy path, persistent grants, ring order 0) and
+  ${fmtK(perSec(r4.zc))} zero-copy (${change(perSec(r4.p1), perSec(r4.zc))}). Dom0's one vCPU is the bottleneck: every request is a
+  pread of 4 KiB on it (fs.readSync alone takes ~${(1e6 / fsRand).toFixed(2)} µs here; inside blkback, between the
+  ring's cache lines moving from core to core, ~1.4-1.6 µs) plus blkback's own ~0.3 µs, so it
+  cannot pass ~${fmtK(1e6 / 1.8)} whatever the guest does; the guest, meanwhile, spends ~${busyUs(r4.zc).toFixed(1)} µs per
+  request busy or polling. Without persistent grants: ${change(perSec(r4.p1), perSec(r4.p0))} (a grant made and ended per
+  request in the guest, a map and unmap in Dom0). Ring order 2 at QD 32: ${change(perSec(r4.p1), perSec(r4.p1o2))} (32 in flight
+  already fit a one-page ring: scatter).
+- **1 MiB I/O.** Zero-copy (the guest's BlkBuffer granted page by page, persistently), 256
+  indirect segments: ${fmtM(mibps(zcR))} read, ${fmtM(mibps(zcW))} write. Dom0 then does one preadv/pwritev
+  straight between the file and the guest's pages (adjacent guest pages are machine-adjacent:
+  one iovec), the copy the baseline does, plus ~8-10 µs of its own per request (the indirect
+  page, 256 segment checks and lookups), and the guest copies nothing. The copy path
+  (blkfront's pool pages, copied to or from the caller's buffer in the guest) made
+  ${fmtM(mibps(best))} read and ${fmtM(mibps(bestW))} write: two copies of every byte, through memory that the two
+  cores hand back and forth. Without indirect descriptors a 1 MiB I/O is 24 requests of <= 11
+  segments; 4 in flight need 96 slots, so ring order 2 helps there (copy path: read
+  ${change(mibps(sq('seqread', 1, 0, 0)), mibps(sq('seqread', 1, 0, 2)))}, write ${change(mibps(sq('seqwrite', 1, 0, 0)), mibps(sq('seqwrite', 1, 0, 2)))}). Without persistent grants (256 segments, zero-copy): read
+  ${change(mibps(zcR), mibps(sq('seqread', 0, 256, 0, 1)))}, write ${change(mibps(zcW), mibps(sq('seqwrite', 0, 256, 0, 1)))} (256 grants mapped and unmapped per request).
+  The fs baselines (${fmtM(fsSeqRead)} read, ${fmtM(fsSeqWrite)} write) copy between the page cache and one
+  1 MiB buffer that stays in the CPU's caches, in one thread with no hand-off; with the
+  buffer moving through ${COLD_SPAN_MIB} MiB the same loops make ${fmtM(fsSeqReadCold)} read and ${fmtM(fsSeqWriteCold)} write.
+- **Scatter.** The machine is shared (see the load averages); a run that another process
+  disturbs can fall into a slow mode (both ends sleeping and waking instead of polling,
+  10x and more slower), which is why each row is the median of ${RUNS} runs, with the
+  range shown.`;
     const md = `## Block split driver (blkfront / blkback)
 
 ${machineLine()}. Load average ${load0.map((x) => x.toFixed(2)).join(' ')} at the start,
 ${load1.map((x) => x.toFixed(2)).join(' ')} at the end (the machine was shared with other work); the whole
 benchmark took ${secs} s.
 
-Method. Each row is one host booted afresh (2 pCPUs, credit): Dom0 with blkback
+Method. Each row is the median of ${RUNS} runs (the lowest and highest in brackets), each
+run a host booted afresh (2 pCPUs, credit): Dom0 with blkback
 (defaults: persistent grants, 256 indirect segments, ring order up to 4) and one
 DomU (16 MiB) running test/bench/guests/blk-bench.ts, which connects blkfront
 with the row's options and keeps a fixed number of I/Os in flight (one async
@@ -359,7 +393,15 @@ compared with: the raw ring and MessagePort workers of test/bench/raw-ring.ts
 (blocking ring 1 M requests, spinning ring 0.5 M, MessagePort 0.15 M; each
 the median of three runs, the range in brackets), and fs.readSync/writeSync on the same 64 MiB
 image file (written with random bytes, fdatasync'ed and read once beforehand,
-so it is in the page cache).
+so it is in the page cache; in ${path.dirname(dir)}). The 1 MiB fs baselines take the
+better of two placements of their buffer (see "Machine memory placement").
+
+Data paths. "copy": the guest reads into (writes from) its own Uint8Array with
+readInto/write, and blkfront copies between it and pool pages granted to the
+backend (Linux blkfront with persistent grants does the same). "zero-copy": the
+guest's data is in a BlkBuffer (allocBuffer) whose own pages are granted
+(readPages/writePages; docs/block.md), so the backend's preadv/pwritev moves the
+data and the guest copies nothing.
 
 ### 1. Null backend: 1-sector READs, queue as deep as the ring
 
@@ -369,7 +411,7 @@ round trips with one request in flight.
 
 ${table(['configuration', 'ours', 'baseline', 'baseline figure', 'ours / baseline', 'target', ''], nullRows)}
 
-### 2. Image file, page-cache hot: 4 KiB random reads, QD 32 (readInto a reused buffer)
+### 2. Image file, page-cache hot: 4 KiB random reads, QD 32 (copy: readInto a reused buffer; zero-copy: readPages into a reused BlkBuffer)
 
 ${table(['data path', 'persistent grants', 'ring order', 'ours (IOPS)', 'fs.readSync 4 KiB random (baseline)', 'ours / baseline', 'target 70%'], randRows)}
 

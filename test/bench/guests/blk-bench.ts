@@ -126,6 +126,7 @@ export default async function blkBench(k: KernelApi): Promise<void> {
       return seed;
     };
 
+    const keptBuffers = new Map<number, BlkBuffer[]>();
     for (const test of tests) {
       const ioBytes = test === 'null' ? SECTOR : test === 'rand4k' ? 4096 : MIB;
       if (ioBytes > diskBytes) throw new Error(`disk of ${diskBytes} bytes too small for ${test}`);
@@ -149,14 +150,21 @@ export default async function blkBench(k: KernelApi): Promise<void> {
       const count = ioBytes / SECTOR;
       // One buffer per worker: a Uint8Array (data copied through blkfront's pool pages) or, zero-copy, a BlkBuffer.
       const bufs = zc ? [] : Array.from({ length: qd }, () => fill(new Uint8Array(ioBytes)));
-      const zbufs = zc
-        ? Array.from({ length: qd }, () => {
-          // A 512-byte read still needs a whole page.
-          const b = dev.allocBuffer(Math.max(ioBytes, 4096));
-          if (test === 'seqwrite') b.write(0, fill(new Uint8Array(ioBytes)));
-          return b;
-        })
-        : [];
+      // Zero-copy buffers are kept from test to test (seqread's serve seqwrite):
+      // with persistent grants, a buffer freed while connected stays mapped by
+      // the backend until it disconnects, so fresh buffers per test would
+      // spend the backend's persistent grants (1056) and fall back to a map
+      // and unmap per request (docs/block.md: allocate buffers once, reuse them).
+      // A 512-byte read still needs a whole page.
+      const zbytes = Math.max(ioBytes, 4096);
+      let zbufs: BlkBuffer[] = [];
+      if (zc) {
+        zbufs = keptBuffers.get(zbytes) ?? [];
+        while (zbufs.length < qd) zbufs.push(dev.allocBuffer(zbytes));
+        keptBuffers.set(zbytes, zbufs);
+        zbufs = zbufs.slice(0, qd);
+        if (test === 'seqwrite') for (const b of zbufs) b.write(0, fill(new Uint8Array(ioBytes)));
+      }
       let done = 0;
       const phase = async (until: bigint): Promise<void> => {
         const worker = async (buf: Uint8Array): Promise<void> => {
@@ -188,8 +196,8 @@ export default async function blkBench(k: KernelApi): Promise<void> {
       xen.print(`BENCH ${JSON.stringify({
         t: test, p: f.persistent ? 1 : 0, i: f.maxIndirectSegments, o: f.ringPageOrder, rs: f.ringSize, qd, zc: zc ? 1 : 0, n: done, ns, ...d,
       })}\n`);
-      for (const b of zbufs) dev.freeBuffer(b);
     }
+    for (const bs of keptBuffers.values()) for (const b of bs) dev.freeBuffer(b);
     await xs.wait(dev.close());
     xen.shutdown(SHUTDOWN_poweroff);
   } catch (e) {

@@ -25,7 +25,6 @@
 import fs from 'node:fs';
 import { GuestFault, type GuestRange, type HostDma } from '../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
-import { p2mLookup } from '../mm/p2m.ts';
 import { P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, type HvState } from '../state.ts';
 
 // Module-local copies of imported constants: under tsx (how vCPU threads load
@@ -118,6 +117,11 @@ const isFd = (fd: unknown): fd is number => typeof fd === 'number' && (fd | 0) =
 function translate(hv: HvState, slot: number, plan: IovecPlan, ranges: readonly GuestRange[], write: boolean): void {
   if (!Array.isArray(ranges)) throw new TypeError('host DMA needs an array of guest ranges');
   plan.reset();
+  // mm/p2m.ts p2mLookup, inlined over locals (see above): the slot's P2M
+  // entries are p2m[base .. base + entries).
+  const p2m = hv.p2m;
+  const entries = hv.cfg.p2mEntries;
+  const base = slot * entries;
   const nr = ranges.length;
   for (let i = 0; i < nr; i++) {
     const r = ranges[i];
@@ -132,9 +136,9 @@ function translate(hv: HvState, slot: number, plan: IovecPlan, ranges: readonly 
     const end = gpa + len;
     let a = gpa;
     while (a < end) {
-      // mm/p2m.ts gpaToMachine, with local constants (see above).
       const off = a % PAGE;
-      const e = p2mLookup(hv, slot, (a - off) / PAGE);
+      const gfn = (a - off) / PAGE;
+      const e = gfn < entries ? p2m[base + gfn]! : INVALID;
       if (e === INVALID || (write && e >>> TYPE_SHIFT === GRANT_MAP_RO)) throw new GuestFault(a, write);
       const n = Math.min(end - a, PAGE - off);
       plan.push((e & MFN_MASK) * PAGE + off, n);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { bench, DEVID, outcome, pattern, sameBytes } from './setup.ts';
+import { bench, DEVID, outcome, pattern, sameBytes, unplugWithHeld } from './setup.ts';
 import { BLKIF_OP_WRITE } from '../../../shared/abi/blkif.ts';
 import { ECS_FREE, ECS_RESERVED, portState } from '../../../hypervisor/evtchn/evtchn.ts';
 import { EVTCHN_2L_PORTS } from '../../../hypervisor/state.ts';
@@ -120,15 +120,7 @@ describe('blkfront: reconnection and unplug', () => {
     const ports = openPorts(t);
     const dev = await t.connect();
     expect(openPorts(t)).toBe(ports + 1);
-    t.back.misbehave.hold = true;
-    const ps = Array.from({ length: 40 }, (_, i) => dev.read(i * 8, 8));
-    await t.settle(3);
-    await t.back.unplug();
-    await t.until(() => dev.state === 'Closing');
-    t.back.release(10);
-    await t.settle(3);
-    await t.back.remove();
-    const res = await t.run(Promise.all(ps.map(outcome)));
+    const res = await unplugWithHeld(t, dev, () => Array.from({ length: 40 }, (_, i) => dev.read(i * 8, 8)), 10);
     expect(res.filter((r) => r === 'ok')).toHaveLength(10);
     expect(res.filter((r) => r === 'removed')).toHaveLength(30);
     await t.run(dev.closed);

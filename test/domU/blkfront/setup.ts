@@ -96,6 +96,23 @@ export async function outcome(p: Promise<unknown>): Promise<string> {
 }
 
 /** Byte equality without vitest's element-by-element diff (slow on big arrays). */
+/**
+ * Hot-unplug with I/O in flight: the backend holds what `issue` submits, is
+ * unplugged (online 0, Closing), answers `answered` of the held requests,
+ * then its directory is removed. Returns each I/O's outcome (outcome()).
+ */
+export async function unplugWithHeld(t: Awaited<ReturnType<typeof bench>>, dev: { readonly state: string }, issue: () => Array<Promise<unknown>>, answered: number): Promise<string[]> {
+  t.back.misbehave.hold = true;
+  const ps = issue();
+  await t.settle(3);
+  await t.back.unplug();
+  await t.until(() => dev.state === 'Closing');
+  t.back.release(answered);
+  await t.settle(3);
+  await t.back.remove();
+  return t.run(Promise.all(ps.map(outcome)));
+}
+
 export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && Buffer.compare(a, b) === 0;
 }

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { bench, outcome, pattern, sameBytes } from './setup.ts';
+import { bench, outcome, pattern, sameBytes, unplugWithHeld } from './setup.ts';
 import { BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE } from '../../../shared/abi/blkif.ts';
 import { GTF_readonly } from '../../../shared/abi/grant-table.ts';
 import { BlkBuffer } from '../../../domU/blkfront/blkfront.ts';
@@ -301,15 +301,7 @@ describe('blkfront zero-copy buffers: reconnection and unplug', () => {
     const t = await bench();
     const dev = await t.connect();
     const bufs = Array.from({ length: 40 }, () => dev.allocBuffer(PAGE));
-    t.back.misbehave.hold = true;
-    const ps = bufs.map((b, i) => dev.readPages(i * 8, b));
-    await t.settle(3);
-    await t.back.unplug();
-    await t.until(() => dev.state === 'Closing');
-    t.back.release(10);
-    await t.settle(3);
-    await t.back.remove();
-    const res = await t.run(Promise.all(ps.map(outcome)));
+    const res = await unplugWithHeld(t, dev, () => bufs.map((b, i) => dev.readPages(i * 8, b)), 10);
     expect(res.filter((r) => r === 'ok')).toHaveLength(10);
     expect(res.filter((r) => r === 'removed')).toHaveLength(30);
     await t.run(dev.closed);

@@ -64,7 +64,8 @@ export interface Dom0Cmdline {
    * blkback's switches, as Linux's xen_blkback module parameters on Dom0's
    * command line: `xen_blkback.feature_persistent=0|1`,
    * `xen_blkback.max_ring_page_order=N` (0: single-page rings only),
-   * `xen_blkback.max_persistent_grants=N`; and ours,
+   * `xen_blkback.max_persistent_grants=N`,
+   * `xen_blkback.persistent_grant_unused_seconds=N` (0: never time out); and ours,
    * `xen_blkback.feature_indirect=0|1` (Linux always offers indirect segments).
    */
   readonly blkback?: BlkbackSwitches;
@@ -75,6 +76,7 @@ export interface BlkbackSwitches {
   readonly multiPageRing?: boolean;
   readonly indirect?: boolean;
   readonly maxPersistentGrants?: number;
+  readonly persistentGrantUnusedSeconds?: number;
 }
 
 const BLKBACK_PARAMS = {
@@ -82,6 +84,7 @@ const BLKBACK_PARAMS = {
   'xen_blkback.max_ring_page_order': 'multiPageRing',
   'xen_blkback.feature_indirect': 'indirect',
   'xen_blkback.max_persistent_grants': 'maxPersistentGrants',
+  'xen_blkback.persistent_grant_unused_seconds': 'persistentGrantUnusedSeconds',
 } as const;
 
 function encodeBlkback(b: BlkbackSwitches | undefined): string {
@@ -91,6 +94,7 @@ function encodeBlkback(b: BlkbackSwitches | undefined): string {
   if (b.multiPageRing !== undefined) out.push(`xen_blkback.max_ring_page_order=${b.multiPageRing ? 4 : 0}`);
   if (b.indirect !== undefined) out.push(`xen_blkback.feature_indirect=${b.indirect ? 1 : 0}`);
   if (b.maxPersistentGrants !== undefined) out.push(`xen_blkback.max_persistent_grants=${b.maxPersistentGrants}`);
+  if (b.persistentGrantUnusedSeconds !== undefined) out.push(`xen_blkback.persistent_grant_unused_seconds=${b.persistentGrantUnusedSeconds}`);
   return out.map((o) => ` ${o}`).join('');
 }
 
@@ -100,7 +104,7 @@ function parseBlkback(kv: ReadonlyMap<string, string>): BlkbackSwitches | undefi
   for (const [key, field] of Object.entries(BLKBACK_PARAMS)) {
     const v = kv.get(key);
     if (v === undefined || !/^\d+$/.test(v)) continue;
-    if (field === 'maxPersistentGrants') b.maxPersistentGrants = Number(v);
+    if (field === 'maxPersistentGrants' || field === 'persistentGrantUnusedSeconds') b[field] = Number(v);
     else b[field] = Number(v) > 0;
   }
   return Object.keys(b).length > 0 ? b : undefined;

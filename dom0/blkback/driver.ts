@@ -66,7 +66,15 @@ export interface BlkbackOptions {
   readonly indirect?: boolean;
   /** Multi-page rings (default true, max-ring-page-order 4): false for single-page rings only. */
   readonly multiPageRing?: boolean;
+  /** Persistent grants kept per device (Linux's max_persistent_grants; default 1056). */
   readonly maxPersistentGrants?: number;
+  /**
+   * Persistent grants unused this many seconds are unmapped at the next
+   * purge (Linux's persistent_grant_unused_seconds; default 60; 0: never).
+   */
+  readonly persistentGrantUnusedSeconds?: number;
+  /** Dom0's clock in ms (persistent grants' last use and purge); default performance.now. Tests drive it. */
+  readonly now?: () => number;
   /** How storage is opened (tests inject recording storages); default phy files via `dma`, null devices. */
   readonly openStorage?: OpenStorage;
   /** Default VBD_BACKEND_ROOT. */
@@ -92,6 +100,7 @@ export class BlkbackDriver {
       maxIndirectSegments: o.indirect === false ? 0 : DEFAULT_FEATURES.maxIndirectSegments,
       maxRingPageOrder: o.multiPageRing === false ? 0 : DEFAULT_FEATURES.maxRingPageOrder,
       maxPersistentGrants: o.maxPersistentGrants ?? DEFAULT_FEATURES.maxPersistentGrants,
+      persistentGrantUnusedSeconds: o.persistentGrantUnusedSeconds ?? DEFAULT_FEATURES.persistentGrantUnusedSeconds,
     };
   }
 
@@ -202,6 +211,7 @@ export class BlkbackDriver {
         xb, ev: this.o.ev, gt: this.gt, mem: this.o.mem ?? this.o.ev.xen.k.mem, pool: this.pool, post: this.o.post,
         openStorage: this.o.openStorage ?? storageOpener(this.dmaOrThrow()), features: this.features,
         ...(this.o.addPoller ? { addPoller: this.o.addPoller } : {}),
+        ...(this.o.now ? { now: this.o.now } : {}),
       }, path, domid, devid);
       this.devices.set(key, nd);
       await nd.probe();

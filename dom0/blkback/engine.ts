@@ -30,6 +30,13 @@
  * `stop` (disconnect) answers every request still in flight with
  * BLKIF_RSP_ERROR, so none is lost.
  *
+ * Persistent grants are purged (PersistentGrants.purge, Linux's
+ * purge_persistent_gnt) at most every LRU_INTERVAL_MS, after a batch of
+ * requests once that much time has passed since the last purge (Linux's
+ * kthread checks ring->next_lru after do_block_io_op): no timer, so an idle
+ * ring purges nothing until its next request. The clock (`now`, default
+ * performance.now) is read once per batch; it stamps the grants' last use.
+ *
  * Statistics (VbdCounters, what xentop shows): Linux blkback's per-device
  * statistics/{oo,rd,wr,f,ds}_req and {rd,wr}_sect, counted as Linux's
  * dispatch_rw_block_io / dispatch_discard_io do; see VbdCounters.
@@ -46,6 +53,7 @@ import type { BackRing } from '../../shared/ring/ring.ts';
 import type { GfnPool } from './gfn-pool.ts';
 import { IndirectPages, RequestMappings, type GrantIoStats } from './grant-io.ts';
 import type { PersistentGrants } from './persistent.ts';
+import { LRU_INTERVAL_MS } from './purge.ts';
 import type { BlockStorage } from './storage.ts';
 import {
   checkDirectRw, checkIndirectRw, checkRequest, indirectPages, indirectRwPages, type Checked, type CheckedDiscard, type CheckedIo, type DiskLimits,
@@ -81,6 +89,8 @@ export interface EngineDeps {
    * reconnections: VbdBackend passes its own); default a fresh set.
    */
   readonly counters?: VbdCounters;
+  /** Dom0's clock in ms (persistent grants' last use, the purge interval and timeout); default performance.now. Tests drive it. */
+  readonly now?: () => number;
 }
 
 /**
@@ -146,11 +156,18 @@ export class BlkifEngine {
   /** The private copy of the indirect pages of the request being handled. */
   private readonly indirectPages: IndirectPages;
   private kicking = false;
+  private readonly clock: () => number;
+  /** Linux's ring->next_lru: no purge of persistent grants before this time (ms). */
+  private nextLru: number;
 
   constructor(private readonly d: EngineDeps) {
     this.maps = new RequestMappings(d.gt, d.pool, d.frontendId, d.persistent, this.stats);
     this.indirectPages = new IndirectPages(d.gt, d.pool, (gpa, into) => d.mem.readInto(gpa, into), d.frontendId, d.persistent, this.stats);
     this.counters = d.counters ?? newVbdCounters();
+    this.clock = d.now ?? (() => performance.now());
+    const t = this.clock();
+    if (d.persistent) d.persistent.now = t;
+    this.nextLru = t + LRU_INTERVAL_MS;
   }
 
   get halted(): boolean { return this.state === 'halted'; }
@@ -185,6 +202,9 @@ export class BlkifEngine {
       if (this.barrier) break;
       let n = ring.unconsumedRequests();
       if (n < 0) return this.halt();
+      const persistent = this.d.persistent;
+      const now = persistent !== null ? this.clock() : 0;
+      if (persistent !== null) persistent.now = now;
       // Push each response as it is made (Linux's make_response does too):
       // a frontend spinning on its ring starts on the first answers, and
       // refills the ring, while we serve the rest. It costs an atomic store
@@ -192,6 +212,11 @@ export class BlkifEngine {
       while (n-- > 0 && !this.barrier) {
         this.handle(this.d.ring.takeRequestInto(this.entry));
         this.push();
+      }
+      // Between batches no request holds a grant (synchronous I/O; a flush or barrier holds none).
+      if (persistent !== null && now >= this.nextLru) {
+        persistent.purge(this.d.gt, this.d.pool, now);
+        this.nextLru = now + LRU_INTERVAL_MS;
       }
       if (this.barrier) break;
       const more = ring.finalCheckForRequests();

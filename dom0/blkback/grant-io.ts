@@ -55,6 +55,9 @@ export class RequestMappings {
   private segGref = new Uint32Array(16);
   private segFirst = new Uint8Array(16);
   private segLast = new Uint8Array(16);
+  /** The grefs of the request whose persistent mappings are held (PersistentGrants.hold) until `release`; heldN 0: none. */
+  private heldGref: Uint32Array = this.segGref;
+  private heldN = 0;
 
   constructor(
     private readonly gt: GrantTable,
@@ -92,6 +95,7 @@ export class RequestMappings {
    * this request then, except mappings that became persistent (good ones).
    */
   mapArrays(gref: Uint32Array, first: Uint8Array, last: Uint8Array, n: number, readonly: boolean): boolean {
+    if (this.heldN !== 0) this.unhold();
     if (this.reqs.length !== 0) this.reqs.length = 0;
     if (this.segOf.length !== 0) this.segOf.length = 0;
     if (this.gpas.length < n) this.gpas = new Float64Array(Math.max(n, 2 * this.gpas.length));
@@ -136,6 +140,12 @@ export class RequestMappings {
       this.release();
       return false;
     }
+    if (persistent !== null) {
+      // In use until `release` (Linux: active from get_persistent_gnt to put_persistent_gnt): no purge unmaps them meanwhile.
+      persistent.hold(gref, n);
+      this.heldGref = gref;
+      this.heldN = n;
+    }
     const pool = this.rangePool;
     while (pool.length < n) pool.push({ gpa: 0, len: 0 });
     for (let i = 0; i < n; i++) {
@@ -151,8 +161,15 @@ export class RequestMappings {
     return true;
   }
 
-  /** Unmap this request's non-persistent mappings (one batch). */
+  /** The request is done with its persistent mappings (each one's last use is now). */
+  private unhold(): void {
+    this.persistent?.unhold(this.heldGref, this.heldN);
+    this.heldN = 0;
+  }
+
+  /** Unmap this request's non-persistent mappings (one batch); its persistent ones are no longer in use. */
   release(): void {
+    if (this.heldN !== 0) this.unhold();
     if (this.temp.length === 0) return;
     const st = this.gt.unmapBatch(this.temp);
     for (let i = 0; i < this.temp.length; i++) if (st[i] === GNTST_okay) this.pool.release(this.temp[i]!.gfn);
@@ -228,6 +245,8 @@ export class IndirectPages {
       // Kept persistently (so mapped writable) only while there is room.
       const keep = persistent !== null && persistent.size + planned < persistent.max;
       if (keep) planned++;
+      // No room: Linux's xen_blkbk_map sets vbd.overflow_max_grants (the next purge makes room).
+      else if (persistent !== null) persistent.overflow = true;
       (misses ??= []).push({ domid: this.domid, ref: g, readonly: !keep, gfn });
       (missPage ??= []).push(p);
     }
@@ -273,7 +292,15 @@ export class IndirectPages {
         }
       }
     }
-    if (ok) for (let p = 0; p < pages; p++) this.read(gpas[p]!, this.pageViews[p]!);
+    if (ok) {
+      // The persistent ones are in use for the copy (Linux: until put_persistent_gnts after parsing).
+      persistent?.hold(grefs, pages);
+      try {
+        for (let p = 0; p < pages; p++) this.read(gpas[p]!, this.pageViews[p]!);
+      } finally {
+        persistent?.unhold(grefs, pages);
+      }
+    }
     this.release();
     return ok;
   }

@@ -6,8 +6,21 @@
  * (Linux's max_persistent_grants, 1056); beyond that, requests map and unmap
  * as without the feature. Persistent mappings are writable (the frontend
  * grants its persistent pages read-write, as Linux's blkfront does), and all
- * of them are unmapped at disconnect (`drain`). Linux also purges unused ones
- * over time (LRU); we do not: the set only grows to `max`.
+ * of them are unmapped at disconnect (`drain`).
+ *
+ * Purge (Linux's purge_persistent_gnt, choice in purge.ts): each grant
+ * records when its last use ended (`lastUsed`, the engine's clock, set in
+ * `now` once per batch of requests; Linux's last_used in jiffies) and how
+ * many uses of it are under way (`hold` / `unhold` around a request's I/O
+ * and an indirect page's copy; Linux's `active`, a flag, since there a grant
+ * named twice in one request is mapped again). Our I/O is synchronous and the
+ * engine purges between batches, so nothing is held then; the count is kept
+ * so a purge can never unmap a page under a request. `purge` removes what
+ * choosePurge picks: grants unused for persistent_grant_unused_seconds, and,
+ * once the set is full and a mapping could not be kept (`overflow`, Linux's
+ * vbd.overflow_max_grants), a share of the least recently used, in one unmap
+ * batch, their gfns given back, so that a frontend that moves on to new
+ * pages gets persistent grants again.
  *
  * Indirect pages are kept here too, as Linux's xen_blkbk_parse_indirect does
  * (it maps them through xen_blkbk_map, which uses and adds persistent grants
@@ -28,6 +41,7 @@ import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { GNTST_okay } from '../../shared/abi/grant-table.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { GfnPool } from './gfn-pool.ts';
+import { choosePurge, PERSISTENT_GRANT_UNUSED_SECONDS, type PurgeCandidate } from './purge.ts';
 
 /** Linux blkback's max_persistent_grants default. */
 export const MAX_PERSISTENT_GRANTS = 1056;
@@ -41,23 +55,50 @@ export interface GrantMapping {
 }
 
 interface Kept extends GrantMapping {
+  readonly gref: number;
   readonly readonly: boolean;
+  /** Held in the near arrays (else in `far`, and the two fields below are its use). */
+  readonly near: boolean;
+  /** (far only) When its last use ended. */
+  lastUsed: number;
+  /** (far only) Uses under way. */
+  active: number;
 }
 
 export class PersistentGrants {
-  /** Every mapping kept, for `drain` and `size`. */
-  private readonly all: Kept[] = [];
+  /** Every mapping kept, by gref (in the order kept), for `drain`, `purge` and `size`. */
+  private readonly all = new Map<number, Kept>();
   /** gref < DIRECT_REFS: Dom0 gfn + 1 of its mapping, 0 for none (a gfn >= 2^31 - 1 goes to `far`). */
   private readonly nearGfn = new Int32Array(DIRECT_REFS);
   /** gref < DIRECT_REFS: 1 if its mapping is read-only. */
   private readonly nearRo = new Uint8Array(DIRECT_REFS);
+  /** gref < DIRECT_REFS: when its last use ended (valid where nearGfn is not 0). */
+  private readonly nearUsed = new Float64Array(DIRECT_REFS);
+  /** gref < DIRECT_REFS: its uses under way. */
+  private readonly nearActive = new Int32Array(DIRECT_REFS);
   /** Other grefs (and huge gfns). */
   private readonly far = new Map<number, Kept>();
+  /**
+   * The time (ms, the engine's clock) of the batch of requests being
+   * handled: what `add` and `unhold` record as a grant's last use. The
+   * engine sets it before each batch (Linux reads jiffies).
+   */
+  now = 0;
+  /**
+   * Linux's vbd.overflow_max_grants: since the last purge that removed
+   * something, a fresh mapping could not be kept for want of room. Set by
+   * `add` (and by IndirectPages, which decides before mapping); cleared by `purge`.
+   */
+  overflow = false;
 
-  constructor(readonly max: number = MAX_PERSISTENT_GRANTS) {}
+  /**
+   * `max`: Linux's max_persistent_grants; `unusedSeconds`: Linux's
+   * persistent_grant_unused_seconds (0: grants never time out).
+   */
+  constructor(readonly max: number = MAX_PERSISTENT_GRANTS, readonly unusedSeconds: number = PERSISTENT_GRANT_UNUSED_SECONDS) {}
 
-  get size(): number { return this.all.length; }
-  get full(): boolean { return this.all.length >= this.max; }
+  get size(): number { return this.all.size; }
+  get full(): boolean { return this.all.size >= this.max; }
 
   /** Guest-physical address of gref's persistent mapping in Dom0 (writable or not), or -1. */
   gpa(gref: number): number {
@@ -115,28 +156,132 @@ export class PersistentGrants {
    * (nothing kept) if full or gref already has one.
    */
   add(gref: number, m: GrantMapping, readonly = false): boolean {
-    if (this.full || this.has(gref)) return false;
-    const k: Kept = { handle: m.handle, gfn: m.gfn, readonly };
-    this.all.push(k);
-    if (gref >= 0 && gref < DIRECT_REFS && m.gfn < 0x7fff_ffff) {
+    if (this.has(gref)) return false;
+    if (this.full) {
+      this.overflow = true;
+      return false;
+    }
+    const near = gref >= 0 && gref < DIRECT_REFS && m.gfn < 0x7fff_ffff;
+    const k: Kept = { handle: m.handle, gfn: m.gfn, gref, readonly, near, lastUsed: this.now, active: 0 };
+    this.all.set(gref, k);
+    if (near) {
       this.nearGfn[gref] = m.gfn + 1;
       this.nearRo[gref] = readonly ? 1 : 0;
+      this.nearUsed[gref] = this.now;
+      this.nearActive[gref] = 0;
     } else {
       this.far.set(gref, k);
     }
     return true;
   }
 
+  /**
+   * A use of the persistent mappings of gref[0..n) begins (Linux's
+   * get_persistent_gnt marks them active): grefs without one are skipped.
+   * Each `hold` is matched by an `unhold` of the same grefs.
+   */
+  hold(gref: ArrayLike<number>, n: number): void {
+    const near = this.nearGfn;
+    const act = this.nearActive;
+    for (let i = 0; i < n; i++) {
+      const g = gref[i]!;
+      if (g < DIRECT_REFS && near[g] !== 0) act[g] = act[g]! + 1;
+      else if (this.far.size !== 0) {
+        const k = this.far.get(g);
+        if (k) k.active++;
+      }
+    }
+  }
+
+  /** That use has ended (Linux's put_persistent_gnt): each one's last use is `now`. */
+  unhold(gref: ArrayLike<number>, n: number): void {
+    const near = this.nearGfn;
+    const act = this.nearActive;
+    const used = this.nearUsed;
+    const now = this.now;
+    for (let i = 0; i < n; i++) {
+      const g = gref[i]!;
+      if (g < DIRECT_REFS && near[g] !== 0) {
+        if (act[g]! > 0) act[g] = act[g]! - 1;
+        used[g] = now;
+      } else if (this.far.size !== 0) {
+        const k = this.far.get(g);
+        if (k) {
+          if (k.active > 0) k.active--;
+          k.lastUsed = now;
+        }
+      }
+    }
+  }
+
+  /** When gref's last use ended, or -1 if it has no persistent mapping (tests). */
+  lastUsed(gref: number): number {
+    const k = this.all.get(gref);
+    if (!k) return -1;
+    return k.near ? this.nearUsed[gref]! : k.lastUsed;
+  }
+
+  /** Every grant kept, as the purge sees it. */
+  candidates(): PurgeCandidate[] {
+    const out: PurgeCandidate[] = [];
+    for (const k of this.all.values()) {
+      out.push(k.near
+        ? { gref: k.gref, lastUsed: this.nearUsed[k.gref]!, active: this.nearActive[k.gref]! > 0 }
+        : { gref: k.gref, lastUsed: k.lastUsed, active: k.active > 0 });
+    }
+    return out;
+  }
+
+  /**
+   * purge_persistent_gnt at time `now`: remove what choosePurge picks
+   * (purge.ts), unmap them in one batch and give their gfns back (Linux
+   * defers the unmap to a work item, unmap_purged_grants; ours is done at
+   * once). Returns how many were removed; those that failed to unmap are
+   * kept out of the pool, as `drain` does.
+   */
+  purge(gt: GrantTable, pool: GfnPool, now: number): number {
+    if (this.all.size === 0) return 0;
+    const c = choosePurge(this.candidates(), { max: this.max, overflow: this.overflow, now, unusedSeconds: this.unusedSeconds });
+    if (c.clearOverflow) this.overflow = false;
+    if (c.remove.length === 0) return 0;
+    const gone: Kept[] = [];
+    for (const g of c.remove) {
+      const k = this.all.get(g);
+      if (!k) continue;
+      this.all.delete(g);
+      if (k.near) {
+        this.nearGfn[g] = 0;
+        this.nearRo[g] = 0;
+        this.nearUsed[g] = 0;
+        this.nearActive[g] = 0;
+      } else {
+        this.far.delete(g);
+      }
+      gone.push(k);
+    }
+    this.unmap(gt, pool, gone);
+    return gone.length;
+  }
+
   /** Unmap all (one batch) and give their gfns back. Returns how many failed to unmap (kept out of the pool). */
   drain(gt: GrantTable, pool: GfnPool): number {
-    const all = this.all.splice(0);
+    const all = [...this.all.values()];
+    this.all.clear();
     this.far.clear();
     this.nearGfn.fill(0);
     this.nearRo.fill(0);
-    if (all.length === 0) return 0;
-    const st = gt.unmapBatch(all);
+    this.nearUsed.fill(0);
+    this.nearActive.fill(0);
+    this.overflow = false;
+    return this.unmap(gt, pool, all);
+  }
+
+  /** One unmap batch of `ms`, their gfns back to the pool: how many failed. */
+  private unmap(gt: GrantTable, pool: GfnPool, ms: readonly Kept[]): number {
+    if (ms.length === 0) return 0;
+    const st = gt.unmapBatch(ms);
     let bad = 0;
-    all.forEach((m, i) => { if (st[i] === GNTST_okay) pool.release(m.gfn); else bad++; });
+    ms.forEach((m, i) => { if (st[i] === GNTST_okay) pool.release(m.gfn); else bad++; });
     return bad;
   }
 }

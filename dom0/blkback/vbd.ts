@@ -34,7 +34,8 @@ import type { WatchHandle, XenbusClient } from '../../shared/xenbus/client.ts';
 import { parseXenbusState, XenbusState, type XenbusStateName } from '../../shared/xenbus/state.ts';
 import { BlkifEngine, newVbdCounters, type VbdCounters } from './engine.ts';
 import type { GfnPool } from './gfn-pool.ts';
-import { PersistentGrants } from './persistent.ts';
+import { MAX_PERSISTENT_GRANTS, PersistentGrants } from './persistent.ts';
+import { PERSISTENT_GRANT_UNUSED_SECONDS } from './purge.ts';
 import { frontendAction } from './states.ts';
 import { StorageError, type BlockStorage, type OpenStorage } from './storage.ts';
 import type { DiskLimits } from './validate.ts';
@@ -53,10 +54,13 @@ export interface BlkbackFeatures {
   readonly maxRingPageOrder: number;
   /** Persistent grants kept per connection (Linux's max_persistent_grants, 1056). */
   readonly maxPersistentGrants: number;
+  /** Persistent grants unused this long are purged (Linux's persistent_grant_unused_seconds, 60; 0: never). */
+  readonly persistentGrantUnusedSeconds: number;
 }
 
 export const DEFAULT_FEATURES: BlkbackFeatures = {
-  persistent: true, maxIndirectSegments: BLKBACK_MAX_INDIRECT_SEGMENTS, maxRingPageOrder: XENBUS_MAX_RING_GRANT_ORDER, maxPersistentGrants: 1056,
+  persistent: true, maxIndirectSegments: BLKBACK_MAX_INDIRECT_SEGMENTS, maxRingPageOrder: XENBUS_MAX_RING_GRANT_ORDER, maxPersistentGrants: MAX_PERSISTENT_GRANTS,
+  persistentGrantUnusedSeconds: PERSISTENT_GRANT_UNUSED_SECONDS,
 };
 
 export interface VbdContext {
@@ -74,6 +78,8 @@ export interface VbdContext {
    * handler is a plain kick.
    */
   readonly addPoller?: (port: number, serve: () => number) => () => void;
+  /** Dom0's clock in ms for the engines (persistent grants' purge); default performance.now. */
+  readonly now?: () => number;
 }
 
 /** A connected ring and what it holds. */
@@ -126,6 +132,8 @@ export class VbdBackend {
   /** Flushes and barriers waiting for the host (fdatasync). */
   get pendingHostIo(): number { return this.conn?.engine.pending ?? 0; }
   get persistentGrants(): number { return this.conn?.persistent?.size ?? 0; }
+  /** Does the current connection keep a persistent grant of `gref` (tests: what a purge removed)? */
+  hasPersistentGrant(gref: number): boolean { return this.conn?.persistent?.has(gref) ?? false; }
 
   /** Run `step` after every earlier one; errors are logged, never thrown to the caller. */
   enqueue(step: () => Promise<void> | void): Promise<void> {
@@ -273,10 +281,11 @@ export class VbdBackend {
       throw new FatalError(EINVAL, `binding event-channel ${evtchn}: ${String(e)}`);
     }
     const ring = new BackRing(mem, ringGeometry(ringGfn * PAGE_SIZE, n * PAGE_SIZE, BLKIF_RING_ENTRY_SIZE));
-    const pg = persistent ? new PersistentGrants(features.maxPersistentGrants) : null;
+    const pg = persistent ? new PersistentGrants(features.maxPersistentGrants, features.persistentGrantUnusedSeconds) : null;
     const engine = new BlkifEngine({
       ring, mem, gt, pool: this.c.pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
       persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev, counters: this.counters,
+      ...(this.c.now ? { now: this.c.now } : {}),
     });
     let unpoll = (): void => {};
     if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll());

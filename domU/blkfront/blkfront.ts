@@ -307,8 +307,7 @@ export class BlockFront {
     if (Number.isSafeInteger(n) && n * SECTOR > buf.bytes - offset) {
       return Promise.reject(new BlkfrontError('range', `${what}: ${n} sectors from byte ${offset} do not fit in the ${buf.bytes}-byte buffer`));
     }
-    buf.pending++;
-    return this.submit(kind, sector, n, buf, offset).finally(() => { buf.pending--; });
+    return this.submit(kind, sector, n, buf, offset);
   }
 
   /** Queue an I/O of `count` units whose data is at byte `offset` of `buf`, and issue what fits. */
@@ -321,6 +320,8 @@ export class BlockFront {
     }
     return new Promise<void>((resolve, reject) => {
       const op: IoOp = { kind, buf, left: count, error: undefined, settled: false, resolve, reject };
+      // A buffer's I/O is pending until the op settles (BlkDataPath.finishPiece).
+      if (buf instanceof BlkBuffer) buf.pending++;
       this.dp.queue.push({ op, sector, count, offset });
       this.dp.dispatch();
     });

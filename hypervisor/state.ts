@@ -383,16 +383,21 @@ export const SERIAL_RX_SIZE = 128;
 export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024) / PAGE_SIZE;
 
 /**
- * Where machine frame 0 starts in the machine-memory SharedArrayBuffer: 64
+ * Where machine frame 0 starts in the machine-memory SharedArrayBuffer: 16
  * bytes in, not at 0, so that no frame starts at a host page boundary.
  * Measured on the 2-core AMD EPYC host (docs/benchmarks.md, "Machine memory
- * placement"): the host kernel copies page-cache pages into a destination
- * that is page-aligned (dst - src a multiple of 4096) at ~8 GB/s, and into
- * one 64 bytes off at ~21 GB/s (a readSync of 1 MiB; the CPU's rep movsb
- * slows down when source and destination alias modulo 4 KiB). Every view of
- * machine memory goes through mem8/mem32 or machineView(), which add it.
+ * placement", 1 MiB readSync/writeSync of page-cache-hot data into/from a
+ * buffer laid out as machine memory): a page-aligned destination gets ~8.5
+ * GB/s of reads, any other offset tried 19-23 GB/s; writes out of memory ran
+ * at ~18-19 GB/s from offsets of 16 modulo 32 (16, 48, 4080) and at 10-12
+ * GB/s from every other offset tried (0, 32, 64, 128, 2048). 16 is the one
+ * good for both (reads ~10% below the best offset for reads, 64; writes
+ * ~70% above it). The CPU's string copies are sensitive to how source and
+ * destination sit modulo 4 KiB; the page cache's pages are page-aligned.
+ * Every view of machine memory goes through mem8/mem32 or machineView() /
+ * machineBytes(), which add it (a multiple of 8: 64-bit views stay aligned).
  */
-export const MEM_SKEW = 64;
+export const MEM_SKEW = 16;
 
 /** The two buffers that make the machine: passed to every thread at start. */
 export interface MachineBuffers {

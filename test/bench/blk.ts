@@ -22,7 +22,7 @@ import type { PvBuildConfig } from '../../dom0/builder.ts';
 import type { DiskSpec } from '../../dom0/toolstack/disk.ts';
 import { runBenchGuests } from './boot-guest.ts';
 import { messagePortRate, rawRingRate } from './raw-ring.ts';
-import { machineLine, table, updateBenchSection } from './report.ts';
+import { machineLine, spread, table, timed, updateBenchSection } from './report.ts';
 
 const MIB = 1 << 20;
 const IMG_BYTES = 64 * MIB;
@@ -102,17 +102,6 @@ async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[
 
 // ---------------------------------------------------------------------------
 // Direct fs baselines, in this process, on the same file.
-
-function timed(ms: number, step: () => void): { ops: number; ns: number } {
-  const t0 = process.hrtime.bigint();
-  const end = t0 + BigInt(ms) * 1_000_000n;
-  let ops = 0;
-  for (;;) {
-    for (let i = 0; i < 16; i++) { step(); ops++; }
-    const now = process.hrtime.bigint();
-    if (now >= end) return { ops, ns: Number(now - t0) };
-  }
-}
 
 function fsRandRead(file: string, ms: number): number {
   const fd = fs.openSync(file, 'r');
@@ -204,8 +193,7 @@ function makeImage(file: string): void {
 async function median3(f: () => Promise<{ reqPerSec: number }>): Promise<{ median: number; lo: number; hi: number }> {
   const xs: number[] = [];
   for (let i = 0; i < 3; i++) xs.push((await f()).reqPerSec);
-  xs.sort((a, b) => a - b);
-  return { median: xs[1]!, lo: xs[0]!, hi: xs[2]! };
+  return spread(xs);
 }
 
 const fmtK = (x: number): string => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M/s` : `${(x / 1e3).toFixed(1)} k/s`);

@@ -12,27 +12,19 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { MEM_SKEW } from '../../hypervisor/state.ts';
-import { machineLine, table, updateBenchSection } from './report.ts';
+import { machineLine, spread, table, timed, updateBenchSection } from './report.ts';
 
 const MIB = 1 << 20;
 const FILE_MIB = 64;
 const OFFSETS = [0, MEM_SKEW, 32, 48, 64, 128, 2048, 4080] as const;
 
+/** Calls of `step` per second over `ms`. */
 function rate(ms: number, step: (i: number) => void): number {
-  let n = 0;
-  const t0 = process.hrtime.bigint();
-  const end = t0 + BigInt(ms) * 1_000_000n;
-  for (;;) {
-    for (let k = 0; k < 8; k++) step(n++);
-    const now = process.hrtime.bigint();
-    if (now >= end) return n / (Number(now - t0) / 1e9);
-  }
+  const r = timed(ms, step);
+  return r.ops / (r.ns / 1e9);
 }
 
-function median3(f: () => number): number {
-  const xs = [f(), f(), f()].sort((a, b) => a - b);
-  return xs[1]!;
-}
+const median3 = (f: () => number): number => spread([f(), f(), f()]).median;
 
 export async function benchPlacement(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xents-placement-'));

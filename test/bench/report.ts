@@ -36,3 +36,25 @@ export function table(head: readonly string[], rows: ReadonlyArray<ReadonlyArray
   const line = (r: ReadonlyArray<string | number>): string => `| ${r.join(' | ')} |`;
   return [line(head), line(head.map(() => '---')), ...rows.map(line)].join('\n');
 }
+
+/**
+ * Call `step` (with its call index) in rounds of 16 for at least `ms`:
+ * the calls made and the ns they took (the clock read once per round).
+ */
+export function timed(ms: number, step: (i: number) => void): { ops: number; ns: number } {
+  const t0 = process.hrtime.bigint();
+  const end = t0 + BigInt(ms) * 1_000_000n;
+  let ops = 0;
+  for (;;) {
+    for (let k = 0; k < 16; k++) step(ops++);
+    const now = process.hrtime.bigint();
+    if (now >= end) return { ops, ns: Number(now - t0) };
+  }
+}
+
+/** The median of some figures and their range. */
+export function spread(xs: readonly number[]): { median: number; lo: number; hi: number } {
+  if (xs.length === 0) throw new RangeError('spread of no figures');
+  const s = [...xs].sort((a, b) => a - b);
+  return { median: s[Math.floor(s.length / 2)]!, lo: s[0]!, hi: s[s.length - 1]! };
+}

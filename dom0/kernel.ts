@@ -34,7 +34,7 @@ import { writeSync } from 'node:fs';
 import type { KernelApi } from '../shared/guest/api.ts';
 import { Xen } from '../shared/guest/xen.ts';
 import { EventChannels } from '../shared/guest/evtchn.ts';
-import { VIRQ_DOM_EXC } from '../shared/abi/event-channel.ts';
+import { VIRQ_CON_RING, VIRQ_DOM_EXC } from '../shared/abi/event-channel.ts';
 import { SHUTDOWN_poweroff } from '../shared/hypercall.ts';
 import type { PvBuildConfig } from './builder.ts';
 import { XenCtrl } from './libxc.ts';
@@ -178,6 +178,10 @@ export default async function dom0(k: KernelApi): Promise<void> {
   const loop = new Dom0Loop(ev, (e) => say(`error in posted work: ${errText(e)}`));
   let domExc = true;
   ev.on(ev.bindVirq(VIRQ_DOM_EXC), () => { domExc = true; });
+  // The hypervisor's console ring is read when Xen says it grew
+  // (VIRQ_CON_RING, as xenconsoled does), not on every turn of the loop.
+  let conRing = true;
+  ev.on(ev.bindVirq(VIRQ_CON_RING), () => { conRing = true; });
 
   const v = xen.version();
   let guests: PvBuildConfig[];
@@ -252,7 +256,10 @@ export default async function dom0(k: KernelApi): Promise<void> {
     if (toolstack.shutdownsPending && (await toolstack.checkShutdownTimeouts())) domExc = true;
     await consoled.scan();
     consoled.pump();
-    drainConsole();
+    if (conRing) {
+      conRing = false;
+      drainConsole();
+    }
     await loop.settle();
     const idle = toolstack.size === 0 && consoled.domains.length === 0 && xs.domains.length === 0;
     if (idle && !cmd.keep) break;

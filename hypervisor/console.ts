@@ -7,7 +7,9 @@
  * Guest lines carry Xen's "(d<N>) " prefix, the hypervisor's "(XEN) "; Dom0's
  * own output goes in unprefixed, as Xen does for the hardware domain.
  */
+import { VIRQ_CON_RING } from '../shared/abi/event-channel.ts';
 import { lock, unlock } from '../shared/lock.ts';
+import { sendDom0Virq } from './evtchn/evtchn.ts';
 import { G, HvState } from './state.ts';
 
 const enc = new TextEncoder();
@@ -33,6 +35,8 @@ export function conringPut(hv: HvState, data: Uint8Array): void {
   } finally {
     unlock(hv.g, G.CONRING_LOCK);
   }
+  // Xen's notify_dom0_con_ring: Dom0's console daemon reads the ring when told.
+  sendDom0Virq(hv, VIRQ_CON_RING);
 }
 
 /** printk: one hypervisor line, "(XEN) " prefixed. */

@@ -414,6 +414,8 @@ export class HvState {
   readonly regions: StateRegions;
   readonly g: Int32Array;
   readonly g64: BigInt64Array;
+  /** G64.BOOT_NS once it has been set (see now()). */
+  private bootNs = 0n;
   readonly ftOwner: Int32Array;
   readonly ftCount: Int32Array;
   readonly ftType: Int32Array;
@@ -546,6 +548,9 @@ export class HvState {
 
   /** System time: ns since boot (Xen's NOW()). */
   now(): bigint {
-    return process.hrtime.bigint() - this.g64[G64.BOOT_NS];
+    // BOOT_NS is written once, at boot (hypervisor/boot.ts): cached once seen
+    // (reading a BigInt64Array element allocates a BigInt).
+    const boot = this.bootNs || (this.bootNs = this.g64[G64.BOOT_NS]!);
+    return process.hrtime.bigint() - boot;
   }
 }

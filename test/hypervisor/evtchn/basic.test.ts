@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { TestMachine } from '../../helpers/machine.ts';
 import { EventChannels } from '../../../shared/guest/evtchn.ts';
-import { EVTCHNSTAT_interdomain, EVTCHNSTAT_unbound, VIRQ_DOM_EXC } from '../../../shared/abi/event-channel.ts';
+import { EVTCHNSTAT_interdomain, EVTCHNSTAT_unbound, VIRQ_CON_RING, VIRQ_DOM_EXC } from '../../../shared/abi/event-channel.ts';
+import { printk } from '../../../hypervisor/console.ts';
 
 describe('event channels: interdomain basics', () => {
   it('alloc_unbound + bind_interdomain connect two domains; send sets the peer pending and wakes it', async () => {
@@ -53,5 +54,24 @@ describe('event channels: interdomain basics', () => {
     const { v } = await m.domU();
     v.xen.shutdown(0);
     expect(e0.isPending(port)).toBe(true);
+  });
+
+  it('Dom0 gets VIRQ_CON_RING when the hypervisor console ring grows (a printk or a guest console write)', async () => {
+    const m = new TestMachine();
+    const e0 = new EventChannels(m.dom0.xen, 300);
+    const port = e0.bindVirq(VIRQ_CON_RING);
+    expect(e0.isPending(port)).toBe(false);
+    printk(m.hv, 'a hypervisor line');
+    expect(e0.isPending(port)).toBe(true);
+    expect(e0.dispatch()).toBe(1);
+    expect(e0.isPending(port)).toBe(false);
+    const { v } = await m.domU();
+    e0.dispatch();
+    v.xen.print('a guest line\n');
+    expect(e0.isPending(port)).toBe(true);
+    // Unbound: a console write raises nothing (and does not fail).
+    e0.close(port);
+    printk(m.hv, 'after close');
+    expect(e0.isPending(port)).toBe(false);
   });
 });

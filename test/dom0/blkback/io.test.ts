@@ -261,6 +261,31 @@ describe('blkback data path', () => {
     expect(tb.dom0Resources()).toEqual(before);
   });
 
+  it('responses are published in batches: every 8 small ones, after any large or non-READ/WRITE one, and all by the end', async () => {
+    const { tb, f } = await connected({}, { ringOrder: 2 });
+    const dev = tb.driver.device(f.domid, f.devid)!;
+    // Each push as the frontend would see it: rsp_prod after every RING_PUSH_RESPONSES_AND_CHECK_NOTIFY.
+    const ring = (dev.engine as unknown as { d: { ring: { pushResponsesAndCheckNotify(): boolean; rspProdPvt: number } } }).d.ring;
+    const pushes: number[] = [];
+    const push = ring.pushResponsesAndCheckNotify.bind(ring);
+    ring.pushResponsesAndCheckNotify = () => { pushes.push(ring.rspProdPvt); return push(); };
+    const p = f.page();
+    // 20 one-page READs (8 sectors each), one 64-sector indirect READ, 3 more small READs, a DISCARD, 2 more.
+    for (let i = 0; i < 20; i++) f.put(rw(BLKIF_OP_READ, BigInt(i), i * 8, [seg(p.gref)]));
+    const pages = Array.from({ length: 8 }, () => f.page());
+    const ind = f.indirectPage(pages.map((q) => seg(q.gref)));
+    f.put({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: BLKIF_OP_READ, nrSegments: 8, handle: 0, id: 20n, sector: 0, indirectGrefs: [ind.gref] });
+    for (let i = 21; i < 24; i++) f.put(rw(BLKIF_OP_READ, BigInt(i), 0, [seg(p.gref, 0, 0)]));
+    f.put({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle: 0, id: 24n, sector: 0, nrSectors: 8 });
+    for (let i = 25; i < 27; i++) f.put(rw(BLKIF_OP_READ, BigInt(i), 0, [seg(p.gref, 0, 0)]));
+    const r = await f.submit(27);
+    expect(r.map((x) => x.id)).toEqual(Array.from({ length: 27 }, (_, i) => BigInt(i)));
+    expect(r.every((x) => x.status === BLKIF_RSP_OKAY)).toBe(true);
+    // 8 and 16 (eight small each), 21 (the 64-sector READ), 25 (the DISCARD), 27 (no more requests).
+    expect(pushes).toEqual([8, 16, 21, 25, 27]);
+    await tb.unplug(f.domid, f.devid);
+  });
+
   it('an indirect WRITE of 64 segments lands in the file', async () => {
     const { f, path } = await connected();
     const pages = Array.from({ length: 64 }, (_, i) => { const p = f.page(); f.mem.write(p.gpa, pattern(4096, i)); return p; });

@@ -41,16 +41,19 @@ type Machine = Generator<Yielded, void, unknown>;
 
 /** One end's private state, kept between calls; each call builds the real ring end over the memory it is given. */
 class End<T extends FrontRing | BackRing> {
-  private pvt: [number, number];
+  /** The end's private indexes: producer, consumer, and the producer as last published. */
+  private pvt: [number, number, number];
   constructor(
     private readonly shared: RingMemory, private readonly g: RingGeometry, start: number,
     private readonly make: (mem: RingMemory, g: RingGeometry) => T,
   ) {
-    this.pvt = [start, start];
+    this.pvt = [start, start, start];
   }
-  private get(r: T): [number, number] { return r instanceof FrontRing ? [r.reqProdPvt, r.rspCons] : [(r as BackRing).rspProdPvt, (r as BackRing).reqCons]; }
-  private set(r: T, [a, b]: [number, number]): void {
-    if (r instanceof FrontRing) { r.reqProdPvt = a; r.rspCons = b; } else { (r as BackRing).rspProdPvt = a; (r as BackRing).reqCons = b; }
+  private get(r: T): [number, number, number] {
+    return r instanceof FrontRing ? [r.reqProdPvt, r.rspCons, r.reqPushed] : [(r as BackRing).rspProdPvt, (r as BackRing).reqCons, (r as BackRing).rspPushed];
+  }
+  private set(r: T, [a, b, c]: [number, number, number]): void {
+    if (r instanceof FrontRing) { r.reqProdPvt = a; r.rspCons = b; r.reqPushed = c; } else { (r as BackRing).rspProdPvt = a; (r as BackRing).reqCons = b; (r as BackRing).rspPushed = c; }
   }
   /** The method `f`, to be run a shared access at a time; commits our private state when it returns. */
   call<R>(f: (r: T) => R): SteppedCall<R> {
@@ -289,10 +292,11 @@ describe('notification hold-off: a consumer never misses a notification', () => 
 
   it('the interleavings reach the race: a push between the final check\'s event store and its re-check', () => {
     // Back: unconsumedRequests (load prod: nothing); final check: load prod, store req_event.
-    // Front: freeRequests, putRequest (write), push (load old, store prod, load req_event: armed, so notify).
+    // Front: freeRequests, putRequest (write), push (store prod, load req_event: armed, so notify; the
+    // old req_prod is the front's own copy, not a shared access).
     // Back: the final check's re-load of req_prod finds the request, so it does not sleep;
     // the notification stays pending (harmless: it wakes the back end once for nothing).
-    const sc: Scenario = { size: 4, start: 0xffff_ffff, total: 1, batches: [1], schedule: [1, 1, 1, 0, 0, 0, 0, 0, 1] };
+    const sc: Scenario = { size: 4, start: 0xffff_ffff, total: 1, batches: [1], schedule: [1, 1, 1, 0, 0, 0, 0, 1] };
     const w = run(sc, 'request', (at) => {
       expect(at.notifications).toBe(1);
       expect(at.pending).toBe(true);

@@ -177,6 +177,33 @@ describe('RING_PUSH_*_AND_CHECK_NOTIFY', () => {
     }));
   });
 
+  it('the notification test uses the producer as this end last published it: a peer scribbling on it changes nothing', () => {
+    fc.assert(fc.property(ringSizes, anyStart, fc.integer({ min: 0, max: 0xffff_ffff }), fc.integer({ min: 0, max: 0xffff_ffff }), (size, start, junkReq, junkRsp) => {
+      const { mem, g, front, back } = pair(start, size);
+      // The back end asks to hear of the first request; after it comes, the front end publishes nothing
+      // new, the back end overwrites req_prod with junk and asks for the next one (start + 2).
+      setIndexes(mem, g.base, { reqEvent: start + 1 });
+      front.putRequest(payload(0, REQ));
+      expect(front.pushRequestsAndCheckNotify()).toBe(true);
+      back.takeRequest();
+      setIndexes(mem, g.base, { reqProd: junkReq, reqEvent: start + 2 });
+      if (size > 1) {
+        front.putRequest(payload(1, REQ));
+        // ring.h would compare against the junk; the one request just published is what the back end asked for.
+        expect(front.pushRequestsAndCheckNotify()).toBe(true);
+        expect(indexes(mem, g.base).reqProd).toBe(u32(start + 2));
+      }
+      // Responses: the same, the front end scribbling on rsp_prod.
+      setIndexes(mem, g.base, { rspEvent: start + 1 });
+      back.putResponse(payload(0, RSP));
+      expect(back.pushResponsesAndCheckNotify()).toBe(true);
+      setIndexes(mem, g.base, { rspProd: junkRsp, rspEvent: start + 1 });
+      // Nothing new published: no notification, whatever the junk says.
+      expect(back.pushResponsesAndCheckNotify()).toBe(false);
+      expect(indexes(mem, g.base).rspProd).toBe(u32(start + 1));
+    }));
+  });
+
   it('plain RING_PUSH_* publish the private producer', () => {
     const { mem, g, front, back } = pair(0xffff_ffff, 4);
     front.putRequest(payload(0, REQ)); front.putRequest(payload(1, REQ));

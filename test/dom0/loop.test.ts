@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { TestMachine } from '../helpers/machine.ts';
 import { EventChannels } from '../../shared/guest/evtchn.ts';
-import { Dom0Loop, IDLE_MS, IDLE_MS_HOST_TOOLS, SPIN_US } from '../../dom0/loop.ts';
+import { Dom0Loop, IDLE_MS, IDLE_MS_HOST_TOOLS, SPIN_TURN_MAX_QUIET_US, SPIN_TURN_MAX_US, SPIN_US } from '../../dom0/loop.ts';
 import { portState, ECS_VIRQ } from '../../hypervisor/evtchn/evtchn.ts';
 
 function setup(spinUs?: number) {
@@ -123,6 +123,28 @@ describe('Dom0Loop', () => {
     loop.idle(5);
     expect(seen).toBe(1);
     expect(m.dom0.sched.blocks).toBe(0);
+  });
+
+  it('a spin that keeps finding work returns to the turn after SPIN_TURN_MAX_QUIET_US, or SPIN_TURN_MAX_US while a host client is connected', () => {
+    const { m, ev, loop } = setup();
+    let clients = 0;
+    loop.watchHostClients(() => clients);
+    const p = poller(ev, loop, []);
+    // A ring that always has work: only the turn bound ends the spin.
+    const busy = poller(ev, loop, Array.from({ length: 1_000_000 }, () => 1));
+    ev.send(busy.port);
+    ev.dispatch();
+    for (const [n, bound] of [[0, SPIN_TURN_MAX_QUIET_US], [1, SPIN_TURN_MAX_US]] as const) {
+      clients = n;
+      const t0 = performance.now();
+      loop.idle(5);
+      expect((performance.now() - t0) * 1000).toBeGreaterThanOrEqual(bound);
+    }
+    expect(loop.stats.spins).toBe(2);
+    expect(loop.stats.spinServed).toBeGreaterThan(2);
+    expect(m.dom0.sched.blocks).toBe(0);
+    p.remove();
+    busy.remove();
   });
 
   it('spinUs 0 never spins', () => {

@@ -335,24 +335,39 @@ in-thread probes named below.
 - **Per-request cost.** End to end we complete a null request every ~${(1e6 / n0).toFixed(2)} µs; the raw ring
   every ~${(1e6 / rawBlock).toFixed(2)} µs blocking and ~${(1e6 / rawSpin).toFixed(2)} µs spinning. The guest's vCPU alone spent
   ~${busyUs(null0).toFixed(1)} µs per request outside sleeps and fruitless spins (a promise per I/O, request
-  encoding, the shadow, the response copy and decode), and Dom0 has its own path per
-  request (copy the request out of the ring, decode, check, answer: ~0.27 µs on one thread);
-  each costs more than the raw ring's copy. MessagePort at the same depth is
+  encoding, the shadow, the response copy and decode; ~1.2 KB allocated per request by
+  the two ends together, measured in-thread), and Dom0 has its own path per request (copy
+  the request out of the ring, decode, check, answer: ~0.27 µs on one thread); each costs
+  more than the raw ring's copy. blkback publishes responses in eights (docs/block.md):
+  a push is a sequentially consistent store to the ring's first cache line, which the
+  guest's core is polling, and pushing every response made the null rate ~10-25% lower
+  (same runs).
+  MessagePort at the same depth is
   ${fmtK(port)}: 10x that is ${fmtK(10 * port)}, ${pct((10 * port) / rawSpin)} of what even the spinning raw ring does here. Ring order 2
   (QD 128): ${change(n0, n2)} on the null rate.
 - **4 KiB random reads** ran at ${fmtK(perSec(r4.p1))} (copy path, persistent grants, ring order 0) and
-  ${fmtK(perSec(r4.zc))} zero-copy (${change(perSec(r4.p1), perSec(r4.zc))}). Dom0's one vCPU is the bottleneck: every request is a
-  pread of 4 KiB on it (fs.readSync alone takes ~${(1e6 / fsRand).toFixed(2)} µs here; inside blkback, between the
-  ring's cache lines moving from core to core, ~1.4-1.6 µs) plus blkback's own ~0.3 µs, so it
-  cannot pass ~${fmtK(1e6 / 1.8)} whatever the guest does; the guest, meanwhile, spends ~${busyUs(r4.zc).toFixed(1)} µs per
-  request busy or polling. Without persistent grants: ${change(perSec(r4.p1), perSec(r4.p0))} (a grant made and ended per
+  ${fmtK(perSec(r4.zc))} zero-copy (${change(perSec(r4.p1), perSec(r4.zc))}). Dom0's one vCPU is the bottleneck: it was busy
+  ~90% of the time (instrumented), and every request is a pread of 4 KiB on it.
+  fs.readSync alone takes ~${(1e6 / fsRand).toFixed(2)} µs a read here; the same pread inside blkback took
+  ~1.5-1.6 µs, because the rest of each request (~0.45 µs of blkback, ring and HostDma
+  work, and the loop's) pushes the kernel's read path out of the core's caches between
+  two reads: in one thread, touching 32-256 KiB of other memory between 4 KiB preads
+  made each ~0.15-0.35 µs slower, and doing 4-8 preads back to back won back only
+  ~0.05-0.1 µs of it. The gaps in which Dom0 found no request (~5-10% of its time) are
+  its own loop turns and the guest's pauses (young-generation GC, ~90 a second at
+  ~0.3 ms, longer than the 32 queued requests last). The guest, meanwhile, spends
+  ~${busyUs(r4.zc).toFixed(1)} µs per request busy or polling. Without persistent grants: ${change(perSec(r4.p1), perSec(r4.p0))} (a grant made and ended per
   request in the guest, a map and unmap in Dom0). Ring order 2 at QD 32: ${change(perSec(r4.p1), perSec(r4.p1o2))} (32 in flight
   already fit a one-page ring: scatter).
 - **1 MiB I/O.** Zero-copy (the guest's BlkBuffer granted page by page, persistently), 256
   indirect segments: ${fmtM(mibps(zcR))} read, ${fmtM(mibps(zcW))} write. Dom0 then does one preadv/pwritev
   straight between the file and the guest's pages (adjacent guest pages are machine-adjacent:
   one iovec), the copy the baseline does, plus ~8-10 µs of its own per request (the indirect
-  page, 256 segment checks and lookups), and the guest copies nothing. The copy path
+  page, 256 segment checks and lookups), and the guest copies nothing. Dom0 is busy
+  ~99% of the time, ~88% of it in the preadv (instrumented): the ratio follows the speed of
+  that copy inside the pipeline against the baseline's, which changes with the host's
+  memory phases (in slow ones the two were within ~5% and reads reached ~80-90%; in fast
+  ones, like the baselines' ~20 GB/s here, the pipeline's copy lagged further). The copy path
   (blkfront's pool pages, copied to or from the caller's buffer in the guest) made
   ${fmtM(mibps(best))} read and ${fmtM(mibps(bestW))} write: two copies of every byte, through memory that the two
   cores hand back and forth. Without indirect descriptors a 1 MiB I/O is 24 requests of <= 11

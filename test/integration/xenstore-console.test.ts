@@ -192,11 +192,11 @@ describe('xenstored and xenconsoled in the running Dom0', () => {
       expect(await xs.strings(XS_DIRECTORY, '/vm')).toEqual([]);
       expect(await xs.strings(XS_DIRECTORY, '/libxl')).toEqual([]);
 
-      // Nothing of either guest is left: Dom0 holds only its VIRQ ports (DOM_EXC, TIMER),
+      // Nothing of either guest is left: Dom0 holds only its VIRQ ports (DOM_EXC, CON_RING, TIMER),
       // every frame but Dom0's is free, only Dom0's thread runs.
       const dom0Slot = hv.domidMap[0];
       await until('Dom0 to close the guests\' ports', () => openPorts(hv, dom0Slot).every(([, st]) => st === ECS_VIRQ));
-      expect(openPorts(hv, dom0Slot).map(([, st]) => st)).toEqual([ECS_VIRQ, ECS_VIRQ]);
+      expect(openPorts(hv, dom0Slot).map(([, st]) => st)).toEqual([ECS_VIRQ, ECS_VIRQ, ECS_VIRQ]);
       for (let s = 0; s < hv.cfg.maxDomains; s++) {
         if (Atomics.load(hv.dom, hv.d(s, D.state)) !== DOMSTATE_FREE) expect(hv.dom[hv.d(s, D.domid)]).toBe(0);
       }

@@ -52,4 +52,35 @@ describe('KernelLoop', () => {
     expect(await loop.run(Promise.resolve(7))).toBe(7);
     t.gev.close(port);
   });
+
+  it('accounts its idle time: a fruitless spin lasts at least its bound, then the loop sleeps; a spin that finds work adds nothing', async () => {
+    const t = await bench();
+    const spinNs = 200_000;
+    const loop = new KernelLoop(t.gev, { spinNs });
+    let settle: (v: number) => void = () => undefined;
+    const p = new Promise<number>((r) => { settle = r; });
+    let calls = 0;
+    // Nothing to find until the loop has slept once; then "work" settles the promise.
+    const remove = loop.addPoller(() => {
+      calls++;
+      if (loop.sleeps === 0) return false;
+      settle(calls);
+      return true;
+    });
+    try {
+      expect(await loop.run(p)).toBeGreaterThan(4);
+      expect(loop.sleeps).toBe(1);
+      expect(loop.fruitlessSpinNs).toBeGreaterThanOrEqual(spinNs);
+      expect(loop.sleptNs).toBeGreaterThanOrEqual(0);
+      const before = loop.fruitlessSpinNs;
+      // A spin that finds work at its first round (the poller settles the next promise): nothing added.
+      const p2 = new Promise<number>((r) => { settle = r; });
+      const callsBefore = calls;
+      expect(await loop.run(p2)).toBe(callsBefore + 1);
+      expect(loop.fruitlessSpinNs).toBe(before);
+      expect(loop.sleeps).toBe(1);
+    } finally {
+      remove();
+    }
+  });
 });

@@ -58,6 +58,8 @@ const UPCALL = VCPU_INFO.fields.evtchn_upcall_pending.offset;
 export interface Dom0LoopOptions {
   /** SPIN_US by default; 0: never spin. */
   readonly spinUs?: number;
+  /** SPIN_RECENT_MS by default: spin only if a poller served work within this many ms. */
+  readonly spinRecentMs?: number;
 }
 
 export class Dom0Loop {
@@ -72,6 +74,7 @@ export class Dom0Loop {
   /** performance.now() deadline of the one-shot timer armed last; 0 when none is armed (or it fired). */
   private armedUntilMs = 0;
   private readonly spinUs: number;
+  private readonly spinRecentMs: number;
   /** Counters (tests, benchmarks). */
   readonly stats = { spins: 0, spinServed: 0, spinMs: 0, blocks: 0, blockedMs: 0, timerArms: 0 };
 
@@ -80,6 +83,7 @@ export class Dom0Loop {
     this.timerPort = ev.bindVirq(VIRQ_TIMER);
     ev.on(this.timerPort, () => { this.armedUntilMs = 0; });
     this.spinUs = o.spinUs ?? SPIN_US;
+    this.spinRecentMs = o.spinRecentMs ?? SPIN_RECENT_MS;
   }
 
   /**
@@ -114,7 +118,7 @@ export class Dom0Loop {
   private spin(): boolean {
     if (this.spinUs <= 0 || this.pollers.length === 0) return false;
     const start = performance.now();
-    if (start - this.lastWorkMs > SPIN_RECENT_MS) return false;
+    if (start - this.lastWorkMs > this.spinRecentMs) return false;
     this.stats.spins++;
     const k = this.ev.xen.k;
     let until = start + this.spinUs / 1000;

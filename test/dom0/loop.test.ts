@@ -11,11 +11,16 @@ import { EventChannels } from '../../shared/guest/evtchn.ts';
 import { Dom0Loop, IDLE_MS, IDLE_MS_HOST_TOOLS, SPIN_TURN_MAX_QUIET_US, SPIN_TURN_MAX_US, SPIN_US } from '../../dom0/loop.ts';
 import { portState, ECS_VIRQ } from '../../hypervisor/evtchn/evtchn.ts';
 
-function setup(spinUs?: number) {
+/**
+ * `spinRecentMs`: how recent ring work must be for idle() to spin. Tests that
+ * expect a spin widen it (default 2 ms), so that a pause of the test process
+ * (a GC, a loaded CI host) between serving and idle() cannot skip the spin.
+ */
+function setup(spinUs?: number, spinRecentMs = 1000) {
   const m = new TestMachine();
   const ev = new EventChannels(m.dom0.xen);
   const errors: unknown[] = [];
-  const loop = new Dom0Loop(ev, (e) => errors.push(e), spinUs !== undefined ? { spinUs } : {});
+  const loop = new Dom0Loop(ev, (e) => errors.push(e), { ...(spinUs !== undefined ? { spinUs } : {}), spinRecentMs });
   return { m, ev, loop, errors };
 }
 

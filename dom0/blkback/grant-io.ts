@@ -36,9 +36,10 @@ interface MapReq { domid: number; ref: number; readonly: boolean; gfn: number }
 interface MutableRange { gpa: number; len: number }
 
 /**
- * The mappings of one request. `map` / `mapArrays` fill `ranges` (one per
- * segment, in order) or return false, having unmapped what they mapped;
- * `release` unmaps the non-persistent mappings. Reused from request to request.
+ * The mappings of one request. `map` / `mapArrays` fill `ranges` (the
+ * segments' data in order, adjacent segments in one range) or return false,
+ * having unmapped what they mapped; `release` unmaps the non-persistent
+ * mappings. Reused from request to request.
  */
 export class RequestMappings {
   readonly ranges: GuestRange[] = [];
@@ -146,18 +147,33 @@ export class RequestMappings {
       this.heldGref = gref;
       this.heldN = n;
     }
+    // Segments whose data is adjacent in Dom0's memory make one range (a
+    // request's fresh mappings take consecutive gfns, and later requests find
+    // them again): HostDma would merge them into one iovec anyway, and each
+    // range it is given costs it checks of its own (256 segments of 1 MiB:
+    // one range instead of 256).
     const pool = this.rangePool;
     while (pool.length < n) pool.push({ gpa: 0, len: 0 });
+    let m = 0;
     for (let i = 0; i < n; i++) {
-      const r = pool[i]!;
       const f = first[i]!;
-      r.gpa = gpas[i]! + f * SECTOR;
-      r.len = (last[i]! - f + 1) * SECTOR;
+      const gpa = gpas[i]! + f * SECTOR;
+      const len = (last[i]! - f + 1) * SECTOR;
+      if (m > 0) {
+        const prev = pool[m - 1]!;
+        if (prev.gpa + prev.len === gpa) {
+          prev.len += len;
+          continue;
+        }
+      }
+      const r = pool[m++]!;
+      r.gpa = gpa;
+      r.len = len;
     }
     // (Lengths are set only when they change: each set is a runtime call.)
     const ranges = this.ranges;
-    if (ranges.length > n) ranges.length = n;
-    while (ranges.length < n) ranges.push(pool[ranges.length]!);
+    if (ranges.length > m) ranges.length = m;
+    while (ranges.length < m) ranges.push(pool[ranges.length]!);
     return true;
   }
 

@@ -296,6 +296,35 @@ describe('blkback data path', () => {
     expect(new Uint8Array(file.subarray(63 * 4096, 64 * 4096))).toEqual(pattern(4096, 63));
   });
 
+  it('segments adjacent in Dom0\'s memory reach the storage as one range; a partial segment splits them; the data lands right', async () => {
+    const seen: Array<Array<[number, number]>> = [];
+    const { f, path } = await connected({
+      wrapStorage: (s) => ({
+        sectors: s.sectors, isNull: s.isNull, discard: s.discard.bind(s), close: s.close.bind(s), flush: s.flush.bind(s),
+        read: (r, pos) => { seen.push(r.map((x) => [x.gpa, x.len])); return s.read(r, pos); },
+        write: (r, pos) => { seen.push(r.map((x) => [x.gpa, x.len])); return s.write(r, pos); },
+      }),
+    });
+    const pages = Array.from({ length: 16 }, (_, i) => { const p = f.page(); f.mem.write(p.gpa, pattern(4096, i)); return p; });
+    const ind = (segs: BlkifSegment[], id: bigint, sector: number) => {
+      const ip = f.indirectPage(segs);
+      f.put({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: BLKIF_OP_WRITE, nrSegments: segs.length, handle: 0, id, sector, indirectGrefs: [ip.gref] });
+    };
+    // 16 whole pages, mapped afresh (persistently) one after the other: one range of 64 KiB.
+    ind(pages.map((p) => seg(p.gref)), 1n, 0);
+    expect((await f.submit()).map((r) => r.status)).toEqual([BLKIF_RSP_OKAY]);
+    expect(seen.at(-1)!.length).toBe(1);
+    expect(seen.at(-1)![0]![1]).toBe(16 * 4096);
+    // The same pages again, the 8th only sectors 0..3: the range stops after it and starts again at the next page.
+    ind(pages.map((p, i) => seg(p.gref, 0, i === 7 ? 3 : 7)), 2n, 256);
+    expect((await f.submit()).map((r) => r.status)).toEqual([BLKIF_RSP_OKAY]);
+    expect(seen.at(-1)!.map(([, len]) => len)).toEqual([7 * 4096 + 2048, 8 * 4096]);
+    const file = readFileSync(path);
+    expect(new Uint8Array(file.subarray(15 * 4096, 16 * 4096))).toEqual(pattern(4096, 15));
+    expect(new Uint8Array(file.subarray(256 * 512 + 7 * 4096, 256 * 512 + 7 * 4096 + 2048))).toEqual(pattern(4096, 7).subarray(0, 2048));
+    expect(new Uint8Array(file.subarray(256 * 512 + 7 * 4096 + 2048, 256 * 512 + 8 * 4096 + 2048))).toEqual(pattern(4096, 8));
+  });
+
   it('hot-unplug with requests in flight: each one completed or answered ERROR; nothing leaks', async () => {
     let held = false;
     const { tb, f, before } = await connected({

@@ -320,7 +320,11 @@ describe('blkfront zero-copy buffers: random I/O against a model disk', () => {
       k: fc.constantFrom('zw' as const, 'zr' as const, 'w' as const, 'r' as const),
       s: fc.nat(SECTORS - 1), page: fc.nat(BUF_PAGES - 1), n: fc.integer({ min: 1, max: 8 * BUF_PAGES }), salt: fc.nat(255),
     });
-    const benches = new Map<string, { t: Awaited<ReturnType<typeof bench>>; dev: Awaited<ReturnType<Awaited<ReturnType<typeof bench>>['connect']>> }>();
+    // Each bench keeps one buffer per op slot of a batch, reused from run to run (as
+    // docs/block.md advises): with persistent grants a freed buffer's pages stay
+    // mapped by the backend until it disconnects, so fresh buffers per op would
+    // run the guest out of pages over enough runs.
+    const benches = new Map<string, { t: Awaited<ReturnType<typeof bench>>; dev: Awaited<ReturnType<Awaited<ReturnType<typeof bench>>['connect']>>; bufs: BlkBuffer[] }>();
     await fc.assert(fc.asyncProperty(
       fc.array(fc.array(op, { minLength: 1, maxLength: 8 }), { minLength: 1, maxLength: 4 }), fc.boolean(), fc.constantFrom(0, 32),
       async (batches, persistent, maxIndirectSegments) => {
@@ -328,42 +332,40 @@ describe('blkfront zero-copy buffers: random I/O against a model disk', () => {
         let b = benches.get(key);
         if (!b) {
           const t = await bench({ sectors: SECTORS });
-          b = { t, dev: await t.connect({ persistent, maxIndirectSegments }) };
+          const dev = await t.connect({ persistent, maxIndirectSegments });
+          b = { t, dev, bufs: Array.from({ length: 8 }, () => dev.allocBuffer(BUF_PAGES * PAGE)) };
           benches.set(key, b);
         }
-        const { t, dev } = b;
+        const { t, dev, bufs } = b;
         const model = t.back.disk.slice();
         for (const batch of batches) {
           const ps: Array<Promise<void>> = [];
-          const bufs: BlkBuffer[] = [];
-          for (const o of batch) {
+          for (const [i, o] of batch.entries()) {
             const n = Math.min(o.n, SECTORS - o.s, (BUF_PAGES - o.page) * 8);
             const offset = o.page * PAGE;
             if (o.k === 'zw' || o.k === 'w') {
               const data = pattern(o.s, n, o.salt);
               model.set(data, o.s * 512);
               if (o.k === 'w') { ps.push(dev.write(o.s, data)); continue; }
-              const buf = dev.allocBuffer(BUF_PAGES * PAGE);
-              bufs.push(buf);
+              const buf = bufs[i]!;
               buf.write(offset, data);
               ps.push(dev.writePages(o.s, buf, offset, n));
             } else {
               const want = model.slice(o.s * 512, (o.s + n) * 512);
               if (o.k === 'r') { ps.push(dev.read(o.s, n).then((got) => { expect(sameBytes(got, want)).toBe(true); })); continue; }
-              const buf = dev.allocBuffer(BUF_PAGES * PAGE);
-              bufs.push(buf);
+              const buf = bufs[i]!;
               ps.push(dev.readPages(o.s, buf, offset, n).then(() => { expect(sameBytes(bytesOf(buf, offset, n * 512), want)).toBe(true); }));
             }
           }
           await t.run(Promise.all(ps));
-          for (const buf of bufs) dev.freeBuffer(buf);
         }
         expect(sameBytes(t.back.disk, model)).toBe(true);
         expect(dev.inFlight).toBe(0);
         if (!persistent) expect(dev.grantStats.granted).toBe(dev.grantStats.ended);
         expect(dev.grantStats.leaked).toBe(0);
       }), { numRuns: 60 });
-    for (const { t, dev } of benches.values()) {
+    for (const { t, dev, bufs } of benches.values()) {
+      for (const buf of bufs) dev.freeBuffer(buf);
       await t.run(dev.close());
       // (The grant table may have grown: buffers freed while connected keep their persistent grants until then.)
       expect(dev.grantStats.granted).toBe(dev.grantStats.ended);

@@ -122,7 +122,7 @@ export class Dom0Loop {
     this.stats.spins++;
     const k = this.ev.xen.k;
     let until = start + this.spinUs / 1000;
-    const end = start + (this.hostClients.some((c) => c() > 0) ? SPIN_TURN_MAX_US : SPIN_TURN_MAX_QUIET_US) / 1000;
+    const end = start + (this.hostWaiting() ? SPIN_TURN_MAX_US : SPIN_TURN_MAX_QUIET_US) / 1000;
     let served = false;
     for (let round = 1; ; round++) {
       if (this.posted.length > 0) return true;
@@ -171,7 +171,12 @@ export class Dom0Loop {
 
   /** The sleep `idle` uses by default: IDLE_MS, or IDLE_MS_HOST_TOOLS while host tools are connected. */
   idleMs(): number {
-    return this.hostClients.some((c) => c() > 0) ? IDLE_MS_HOST_TOOLS : IDLE_MS;
+    return this.hostWaiting() ? IDLE_MS_HOST_TOOLS : IDLE_MS;
+  }
+
+  /** A host client is connected or host I/O is pending (watchHostClients): its callbacks wait for the loop's turn. */
+  private hostWaiting(): boolean {
+    return this.hostClients.some((c) => c() > 0);
   }
 
   /** Work is waiting. */

@@ -64,6 +64,7 @@ const RSP_ID = BLKIF_RESPONSE.fields.id.offset;
 const RSP_OPERATION = BLKIF_RESPONSE.fields.operation.offset;
 const RSP_STATUS = BLKIF_RESPONSE.fields.status.offset;
 const REQ_ID = BLKIF_REQUEST.fields.id.offset;
+const REQ_OPERATION = BLKIF_REQUEST.fields.operation.offset;
 /** Lines a frontend can trigger: rate-limited per device. */
 const limiter = new RateLimiter();
 
@@ -227,7 +228,7 @@ export class BlkifEngine {
       let sectorsAtPush = c.rdSect + c.wrSect;
       while (n-- > 0 && !this.barrier) {
         const entry = this.d.ring.takeRequestInto(this.entry);
-        const op = entry[0];
+        const op = entry[REQ_OPERATION];
         this.handle(entry);
         const sectors = c.rdSect + c.wrSect;
         if (++unpushed >= RSP_PUSH_BATCH || sectors - sectorsAtPush >= RSP_PUSH_SECTORS || n === 0 ||

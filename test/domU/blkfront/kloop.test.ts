@@ -71,7 +71,7 @@ describe('KernelLoop', () => {
       expect(await loop.run(p)).toBeGreaterThan(4);
       expect(loop.sleeps).toBe(1);
       expect(loop.fruitlessSpinNs).toBeGreaterThanOrEqual(spinNs);
-      expect(loop.sleptNs).toBeGreaterThanOrEqual(0);
+      expect(loop.sleptNs).toBeGreaterThan(0); // the sleep was timed (it returns at once here, but not in no time)
       const before = loop.fruitlessSpinNs;
       // A spin that finds work at its first round (the poller settles the next promise): nothing added.
       const p2 = new Promise<number>((r) => { settle = r; });

@@ -18,6 +18,18 @@ import { VIRQ_CONSOLE } from '../../shared/abi/event-channel.ts';
 import { D, G, HvState, V, VTHREAD_EXITED } from '../state.ts';
 
 const log = logger('platform');
+
+/**
+ * Whether this process runs V8 without helper threads (`node --single-threaded`,
+ * as `npm start` and `npm run bench` start the host). Then each isolate's
+ * garbage collection and JIT compilation run on its own thread: a domain's GC
+ * is done, and charged, on its own vCPU, and no V8 helper thread takes a core
+ * from a vCPU thread (docs/architecture.md, "V8 helper threads").
+ */
+export function v8SingleThreaded(): boolean {
+  return process.execArgv.includes('--single-threaded');
+}
+
 /** How long a killed vCPU thread may take to reach a preemption point. */
 const KILL_GRACE_MS = 100;
 const BOOT_WORKER = new URL('./boot-worker.mjs', import.meta.url);
@@ -58,7 +70,7 @@ export class Platform implements PlatformPort {
     });
     const slot = constructDom0(this.hv, dom0, this);
     startDom0(this.hv, slot, this);
-    log.info({ pcpus: this.cfg.pcpus, memMiB: this.cfg.memMiB, sched: this.cfg.sched }, 'host booted');
+    log.info({ pcpus: this.cfg.pcpus, memMiB: this.cfg.memMiB, sched: this.cfg.sched, v8SingleThreaded: v8SingleThreaded() }, 'host booted');
   }
 
   private spawn(entry: string, extra: object): Worker {

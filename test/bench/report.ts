@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { v8SingleThreaded } from '../../hypervisor/platform/platform.ts';
 import { fileURLToPath } from 'node:url';
 
 export const BENCH_DOC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../docs/benchmarks.md');
@@ -18,7 +19,8 @@ edit between the markers by hand.
 
 export function machineLine(): string {
   const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
-  return `${os.availableParallelism()} cores (${cpu.trim()}), Node ${process.version}, ${new Date().toISOString().slice(0, 10)}`;
+  const v8 = v8SingleThreaded() ? 'V8 --single-threaded' : 'V8 with its helper threads';
+  return `${os.availableParallelism()} cores (${cpu.trim()}), Node ${process.version}, ${v8}, ${new Date().toISOString().slice(0, 10)}`;
 }
 
 export function updateBenchSection(name: string, markdown: string): void {

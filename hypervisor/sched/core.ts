@@ -22,7 +22,10 @@
  *     preemption request; doSchedule() for it runs when the RELEASE comes,
  *     with the release's timestamp, as Xen runs the softirq when the CPU next
  *     checks for it. The policy sees the holder running until it really
- *     stopped and charges it for all of it, overrun included.
+ *     stopped and charges it for all of it, overrun included. While no vCPU
+ *     waits for a pCPU, doSchedule() runs at once instead, the holder still
+ *     on it (Xen's schedule() at a slice's end; continue_running when it
+ *     picks the holder again, rule 3 when it does not).
  *  2. An idle pCPU is left open. Under credit and credit2 an idle pCPU runs any
  *     vCPU allowed on it that becomes runnable; under null it runs only the vCPU
  *     assigned to it. That is the policy's decision for a wake-up onto an idle
@@ -438,12 +441,20 @@ export class SchedCore {
       next = NONE;
       pending.delete(p);
       const c = this.currOf(p);
-      if (h !== NONE && this.held[h] === p && h === c) {
-        // Running as the policy wants: the holder gives it back at its next preemption point.
+      if (h !== NONE && this.held[h] === p && h === c && this.waiting.size > 0) {
+        // Running as the policy wants, and another vCPU waits for a pCPU: the
+        // holder gives p back at its next preemption point, and its RELEASE
+        // brings p here again.
         this.deadline[p] = Number.POSITIVE_INFINITY;
         this.requestPreempt(h, t);
         continue;
       }
+      // With nobody waiting, a held p is rescheduled now, its holder still on
+      // it, as Xen's schedule() runs on the pCPU at the slice's end: the policy
+      // charges the holder up to t and, finding nobody else runnable, picks it
+      // again (continue_running: no release, no grant, no wake-up). Should it
+      // pick otherwise (a cap parks the holder), reconcile() below asks the
+      // holder to give p back.
       // A claim in flight onto a pCPU the policy has idle: its CLAIM brings p back.
       if (h !== NONE && this.held[h] !== p && c === NONE) continue;
       // Free, or held against the policy's choice (reconcile() deals with the holder).

@@ -193,7 +193,7 @@ describe('scheduler core: policy decisions', () => {
     expect(r.core.policy.getParams(a.domid)).toEqual({ ok: true, params: { weight: 7, cap: 0 } });
   });
 
-  it('a pinned vCPU claims only a pCPU in its affinity; re-pinning a running vCPU asks for its pCPU back', async () => {
+  it('a pinned vCPU claims only a pCPU in its affinity; re-pinned to a free pCPU it moves there at once (the label), to a held one it is asked to give its pCPU back', async () => {
     const r = CoreRig.create({ pcpus: 2 });
     const a = await r.domU();
     storeAffinity(r.hv, a.slot, 0, { hard: [1], soft: [0, 1] });
@@ -202,14 +202,79 @@ describe('scheduler core: policy decisions', () => {
     expect(a.v.pcpu).toBe(1);
     r.run();
     expect(r.core.policy.current(1)).toEqual(ref(a.domid));
+    // pCPU 0 is free: the policy runs a there now and only the label moves (its thread keeps running).
     storeAffinity(r.hv, a.slot, 0, { hard: [0], soft: [0, 1] });
     r.run();
+    expect(a.v.preemptRequested).toBe(false);
+    expect(a.v.pcpu).toBe(0);
+    expect(r.core.holder(0)).toBe(a.v.vidx);
+    expect(r.core.policy.current(0)).toEqual(ref(a.domid));
+    expect(r.core.stats.relabels).toBe(1);
+    // pCPU 1 is held by b: a must stop running, and gets pCPU 1 once b gives it back.
+    const b = await r.domU();
+    storeAffinity(r.hv, b.slot, 0, { hard: [1], soft: [1] });
+    r.run();
+    expect(b.v.wake()).toBe(true);
+    expect(b.v.pcpu).toBe(1);
+    r.run();
+    storeAffinity(r.hv, a.slot, 0, { hard: [1], soft: [1] });
+    r.run();
     expect(a.v.preemptRequested).toBe(true);
-    a.v.point();
+    r.now += 100 * US;
+    expect(a.v.point()).toBe(true);
+    r.run();
+    expect(r.isOpen(0) || r.isClosed(0)).toBe(true); // nobody holds pCPU 0 now
+    r.now = 31 * MS; // b's slice is over and a waits: b is asked to give pCPU 1 back
+    r.run();
+    expect(b.v.preemptRequested).toBe(true);
+    expect(b.v.point()).toBe(true);
     r.run();
     expect(a.v.take()).toBe(true);
-    expect(a.v.pcpu).toBe(0);
-    expect(r.core.policy.current(0)).toEqual(ref(a.domid));
+    expect(a.v.pcpu).toBe(1);
+  });
+
+  it('a slice that runs out while nobody waits continues its holder: no preemption request, a new slice, charged to the end (Xen continue_running)', async () => {
+    const r = CoreRig.create({ pcpus: 1 });
+    const a = await r.domU();
+    a.v.wake();
+    r.run();
+    const schedules = r.core.stats.schedules;
+    for (const t of [31, 62, 93]) {
+      r.now = t * MS;
+      r.run();
+      expect(a.v.preemptRequested).toBe(false);
+      expect(r.core.holder(0)).toBe(a.v.vidx);
+    }
+    expect(r.core.stats.schedules).toBeGreaterThanOrEqual(schedules + 3); // rescheduled at each slice end
+    expect(r.core.stats.preemptRequests).toBe(0);
+    expect(r.core.policy.runstate(ref(a.domid), r.now)?.time[RUNSTATE_running]).toBe(93 * MS);
+    // Someone wakes: now the slice's end is a preemption request again.
+    const b = await r.domU();
+    expect(b.v.wake()).toBe(false);
+    r.run();
+    r.now = 124 * MS;
+    r.run();
+    expect(a.v.preemptRequested).toBe(true);
+  });
+
+  it('a holder that its cap parks while nobody waits is asked to give its pCPU back', async () => {
+    const r = CoreRig.create({ pcpus: 1 });
+    const a = await r.domU();
+    storeParams(r.hv, a.slot, { weight: 256, cap: 10 });
+    r.run();
+    a.v.wake();
+    r.run();
+    let asked = false;
+    for (let i = 0; i < 40 && !asked; i++) {
+      r.now += 10 * MS;
+      r.run();
+      asked = a.v.preemptRequested;
+    }
+    expect(asked).toBe(true);
+    expect(a.v.point()).toBe(true);
+    r.run();
+    expect(r.core.holder(0)).not.toBe(a.v.vidx);
+    expect(a.v.take()).toBe(false); // parked: no pCPU until its credit comes back
   });
 
   it('a claim the policy places on another free pCPU moves the label, not the thread', async () => {

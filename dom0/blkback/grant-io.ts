@@ -154,21 +154,31 @@ export class RequestMappings {
     // one range instead of 256).
     const pool = this.rangePool;
     while (pool.length < n) pool.push({ gpa: 0, len: 0 });
+    // The range being extended is kept in locals and written out when the
+    // next segment does not follow on from it.
     let m = 0;
+    let curGpa = 0;
+    let curLen = 0;
     for (let i = 0; i < n; i++) {
       const f = first[i]!;
       const gpa = gpas[i]! + f * SECTOR;
       const len = (last[i]! - f + 1) * SECTOR;
-      if (m > 0) {
-        const prev = pool[m - 1]!;
-        if (prev.gpa + prev.len === gpa) {
-          prev.len += len;
-          continue;
-        }
+      if (curLen > 0 && curGpa + curLen === gpa) {
+        curLen += len;
+        continue;
       }
+      if (curLen > 0) {
+        const r = pool[m++]!;
+        r.gpa = curGpa;
+        r.len = curLen;
+      }
+      curGpa = gpa;
+      curLen = len;
+    }
+    if (curLen > 0) {
       const r = pool[m++]!;
-      r.gpa = gpa;
-      r.len = len;
+      r.gpa = curGpa;
+      r.len = curLen;
     }
     // (Lengths are set only when they change: each set is a runtime call.)
     const ranges = this.ranges;

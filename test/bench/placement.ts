@@ -67,7 +67,7 @@ here only from offsets of 16 modulo 32. That is why frame 0 starts MEM_SKEW
 bytes into machine memory (hypervisor/state.ts): Dom0's preadv into a granted
 frame and pwritev out of one are then not the slow cases. The private buffer's placement is the allocator's, so the
 baseline can land on either side (the block benchmark's 1 MiB fs baseline takes the
-better of two placements for that reason).`;
+best of four placements, 16 bytes and 2 KiB apart, for that reason).`;
     updateBenchSection('placement', md);
     return md;
   } finally {

@@ -384,18 +384,18 @@ export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024
 
 /**
  * Where machine frame 0 starts in the machine-memory SharedArrayBuffer: 16
- * bytes in, not at 0, so that no frame starts at a host page boundary.
- * Measured on the 2-core AMD EPYC host (docs/benchmarks.md, "Machine memory
- * placement", 1 MiB readSync/writeSync of page-cache-hot data into/from a
- * buffer laid out as machine memory): a page-aligned destination gets ~8.5
- * GB/s of reads, any other offset tried 19-23 GB/s; writes out of memory ran
- * at ~18-19 GB/s from offsets of 16 modulo 32 (16, 48, 4080) and at 10-12
- * GB/s from every other offset tried (0, 32, 64, 128, 2048). 16 is the one
- * good for both (reads ~10% below the best offset for reads, 64; writes
- * ~70% above it). The CPU's string copies are sensitive to how source and
- * destination sit modulo 4 KiB; the page cache's pages are page-aligned.
- * Every view of machine memory goes through mem8/mem32 or machineView() /
- * machineBytes(), which add it (a multiple of 8: 64-bit views stay aligned).
+ * bytes in, not at 0, so that no frame starts at a host page boundary when
+ * the buffer itself starts at one. The host kernel's copy between a
+ * page-cache page and a user buffer that is page-aligned too runs at a third
+ * of its speed on the 2-core AMD EPYC host (~8 against ~20-24 GB/s for 1 MiB
+ * readSync; docs/benchmarks.md, "Machine memory placement"). Away from that,
+ * the speed still depends on the address modulo 32, the opposite way for
+ * reads and writes, and where the buffer starts is the allocator's (a page
+ * boundary in some processes, 16 bytes past one in others): with either,
+ * frames stay off page boundaries, and which direction gets the faster class
+ * is the allocator's draw. Every view of machine memory goes through
+ * mem8/mem32 or machineView() / machineBytes(), which add it (a multiple of
+ * 8: 64-bit views stay aligned).
  */
 export const MEM_SKEW = 16;
 

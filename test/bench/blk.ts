@@ -399,11 +399,11 @@ in-thread probes named below.
   one iovec), the copy the baseline does, plus ~8-10 µs of its own per request (the indirect
   page, 256 segment checks and lookups), and the guest copies nothing. Profiled, Dom0
   spends ~67% of its time in the preadv and ~17% in its own code. Two things bound the
-  ratio from outside the driver: where frames lie (frame 0 starts 16 bytes into machine
-  memory, the one offset good for both directions; a bare 1 MiB readSync into frames runs
-  at ~20 GB/s where the baseline's better buffer placement gets ~24 GB/s, so reads could
-  reach ~83% at most; writes the other way round), and how the image sits in the page
-  cache: this image is written in 1 MiB chunks and cached in large folios, which makes
+  ratio from outside the driver: where frames lie (the host's copy speed depends on the
+  address modulo 32, the opposite way for reads and writes, ~24 against ~20 GB/s for
+  reads; machine memory's start is the allocator's, so in each host process one direction
+  gets the slow class, while the baseline takes the best of four placements), and how the
+  image sits in the page cache: this image is written in 1 MiB chunks and cached in large folios, which makes
   the fs loops ~3x faster than on the same bytes written 4 KiB at a time (~23 against
   ~6-8 GB/s), while blkback's own cost per request stays: on a 4 KiB-folio copy of the
   image (section 4) the same pipeline read at ${pct(mibps(rdSmall!) / fsSeqRead4k)} and wrote at ${pct(mibps(wrSmall!) / fsSeqWrite4k)} of its baselines. The copy path

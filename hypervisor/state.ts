@@ -390,10 +390,11 @@ export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024
  * of its speed on the 2-core AMD EPYC host (~8 against ~20-24 GB/s for 1 MiB
  * readSync; docs/benchmarks.md, "Machine memory placement"). Away from that,
  * the speed still depends on the address modulo 32, the opposite way for
- * reads and writes, and where the buffer starts is the allocator's (a page
- * boundary in some processes, 16 bytes past one in others): with either,
- * frames stay off page boundaries, and which direction gets the faster class
- * is the allocator's draw. Every view of machine memory goes through
+ * reads and writes: at 16 bytes past a page boundary writes get the fast
+ * class and reads the slower one (~20 against ~24 GB/s; writes ~19 against
+ * ~11.5). Machine memory (a SharedArrayBuffer of hundreds of MiB) started at
+ * a host page boundary in every process measured; smaller buffers did not
+ * always (the placement benchmark's 8 MiB one). Every view of machine memory goes through
  * mem8/mem32 or machineView() / machineBytes(), which add it (a multiple of
  * 8: 64-bit views stay aligned).
  */

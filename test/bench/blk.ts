@@ -418,9 +418,9 @@ in-thread probes named below.
   page, 256 segment checks and lookups), and the guest copies nothing. Profiled, Dom0
   spends ~67% of its time in the preadv and ~17% in its own code. Two things bound the
   ratio from outside the driver: where frames lie (the host's copy speed depends on the
-  address modulo 32, the opposite way for reads and writes, ~24 against ~20 GB/s for
-  reads; machine memory's start is the allocator's, so in each host process one direction
-  gets the slow class, while the baseline takes the best of four placements), and how the
+  address modulo 32, the opposite way for reads and writes; frames sit 16 bytes past a host
+  page boundary, the fast class for writes and the slower one for reads, ~20 against
+  ~24 GB/s, so reads could reach ~83% of the best-placed baseline at most), and how the
   image sits in the page cache: this image is written in 1 MiB chunks and cached in large folios, which makes
   the fs loops ~3x faster than on the same bytes written 4 KiB at a time (~23 against
   ~6-8 GB/s), while blkback's own cost per request stays: on a 4 KiB-folio copy of the

@@ -73,15 +73,14 @@ to ~8 GB/s when the destination's address is (nearly) the source's modulo 4 KiB,
 i.e. when a destination page starts at a host page boundary; away from that, its
 speed still depends on the address modulo 32, the opposite way for reads and
 writes (reads ~24 GB/s from one 32-byte class, ~20 from the other; writes ~19
-against ~11.5). Offsets here are from the buffer's start, and where the buffer
-itself starts is the allocator's: at a host page boundary in some processes, 16
-bytes past one in others (the table flips between runs accordingly, and so do
-blkback's 1 MiB reads and writes, which land in frames at MEM_SKEW from machine
-memory's start). MEM_SKEW (hypervisor/state.ts) keeps frames off host page
-boundaries whichever it is; which of reads or writes gets the fast class is the
-allocator's draw. A private buffer's placement is the allocator's too, so the
-block benchmark's 1 MiB fs baseline takes the best of four placements, 16 bytes
-and 2 KiB apart.`;
+against ~11.5). Offsets here are from the buffer's start, and where this 8 MiB
+buffer itself starts is the allocator's: at a host page boundary in some
+processes, 16 bytes past one in others, and the table flips between runs
+accordingly. Machine memory (hundreds of MiB) started at a page boundary in
+every process measured, so its frames, MEM_SKEW bytes in (hypervisor/state.ts),
+are off page boundaries and in the fast class for writes. A private buffer's
+placement is the allocator's too, so the block benchmark's 1 MiB fs baseline
+takes the best of four placements, 16 bytes and 2 KiB apart.`;
     updateBenchSection('placement', md);
     return md;
   } finally {

@@ -392,11 +392,11 @@ export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024
  * the speed still depends on the address modulo 32, the opposite way for
  * reads and writes: at 16 bytes past a page boundary writes get the fast
  * class and reads the slower one (~20 against ~24 GB/s; writes ~19 against
- * ~11.5). Machine memory (a SharedArrayBuffer of hundreds of MiB) started at
- * a host page boundary in every process measured; smaller buffers did not
- * always (the placement benchmark's 8 MiB one). Every view of machine memory goes through
- * mem8/mem32 or machineView() / machineBytes(), which add it (a multiple of
- * 8: 64-bit views stay aligned).
+ * ~11.5). Machine memory (a SharedArrayBuffer of 160 MiB) started at a host
+ * page boundary in each of three processes probed; a smaller buffer did not
+ * always (the placement benchmark's 8 MiB one). Every view of machine memory
+ * goes through mem8/mem32 or machineView() / machineBytes(), which add it (a
+ * multiple of 8: 64-bit views stay aligned).
  */
 export const MEM_SKEW = 16;
 

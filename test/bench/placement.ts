@@ -76,8 +76,8 @@ writes (reads ~24 GB/s from one 32-byte class, ~20 from the other; writes ~19
 against ~11.5). Offsets here are from the buffer's start, and where this 8 MiB
 buffer itself starts is the allocator's: at a host page boundary in some
 processes, 16 bytes past one in others, and the table flips between runs
-accordingly. Machine memory (hundreds of MiB) started at a page boundary in
-every process measured, so its frames, MEM_SKEW bytes in (hypervisor/state.ts),
+accordingly. Machine memory (160 MiB) started at a page boundary in each of
+three processes probed, so its frames, MEM_SKEW bytes in (hypervisor/state.ts),
 are off page boundaries and in the fast class for writes. A private buffer's
 placement is the allocator's too, so the block benchmark's 1 MiB fs baseline
 takes the best of four placements, 16 bytes and 2 KiB apart.`;

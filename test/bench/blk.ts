@@ -431,9 +431,10 @@ in-thread probes named below.
   segments; 4 in flight need 96 slots, so ring order 2 helps there (copy path: read
   ${change(mibps(sq('seqread', 1, 0, 0)), mibps(sq('seqread', 1, 0, 2)))}, write ${change(mibps(sq('seqwrite', 1, 0, 0)), mibps(sq('seqwrite', 1, 0, 2)))}). Without persistent grants (256 segments, zero-copy): read
   ${change(mibps(zcR), mibps(sq('seqread', 0, 256, 0, 1)))}, write ${change(mibps(zcW), mibps(sq('seqwrite', 0, 256, 0, 1)))} (256 grants mapped and unmapped per request).
-  The fs baselines (${fmtM(fsSeqRead)} read, ${fmtM(fsSeqWrite)} write) copy between the page cache and one
-  1 MiB buffer that stays in the CPU's caches, in one thread with no hand-off; with the
-  buffer moving through ${COLD_SPAN_MIB} MiB the same loops make ${fmtM(fsSeqReadCold)} read and ${fmtM(fsSeqWriteCold)} write.
+  The fs baselines (${fmtM(fsSeqRead)} read, ${fmtM(fsSeqWrite)} write: the fastest of the loops listed
+  under section 3) copy between the page cache and a 1 MiB buffer that stays in the CPU's
+  caches, in one thread with no hand-off; with the buffer moving through ${COLD_SPAN_MIB} MiB the
+  same loops make ${fmtM(fsSeqReadCold)} read and ${fmtM(fsSeqWriteCold)} write.
 - **Scatter.** The machine is shared (see the load averages); a run that another process
   disturbs can fall into a slow mode (both ends sleeping and waking instead of polling,
   10x and more slower), which is why each row is the median of ${RUNS} runs, with the

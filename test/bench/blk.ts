@@ -447,8 +447,10 @@ compared with: the raw ring and MessagePort workers of test/bench/raw-ring.ts
 (blocking ring 1 M requests, spinning ring 0.5 M, MessagePort 0.15 M; each
 the median of three runs, the range in brackets), and fs.readSync/writeSync on the same 64 MiB
 image file (written with random bytes, fdatasync'ed and read once beforehand,
-so it is in the page cache; in ${path.dirname(dir)}). The 1 MiB fs baselines take the
-best of four placements of their buffer (see "Machine memory placement").
+so it is in the page cache; in ${path.dirname(dir)}), measured before the guest runs and
+again after them: each file target is against the fastest of those (listed under
+section 3). The 1 MiB fs baselines take the best of four placements of their buffer
+(see "Machine memory placement").
 
 Data paths. "copy": the guest reads into (writes from) its own Uint8Array with
 readInto/write, and blkfront copies between it and pool pages granted to the

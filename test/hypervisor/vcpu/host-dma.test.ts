@@ -487,6 +487,31 @@ describe('GuestMemory.readInto', () => {
     mem.readInto(gpa(HOLE_GFN_BASE), new Uint8Array(0));
   });
 
+  it('property: any offset, length and destination placement reads what read() returns (word, byte and bulk copies; destinations reused and alternated)', async () => {
+    const r = await rig();
+    const mem = r.dom0.v.api.mem;
+    const g = dom0Pages(r.dom0, 2);
+    const src = pattern(2 * PAGE_SIZE, 13);
+    mem.write(gpa(g), src);
+    // A few destinations, reused across runs: readInto keeps a word view of
+    // the last one it copied into by words, so alternating them matters.
+    const backing = new ArrayBuffer(1024);
+    const shared = new SharedArrayBuffer(1024);
+    const dsts = [0, 4, 5, 8].flatMap((at) => [new Uint8Array(backing, at, 300), new Uint8Array(shared, at, 300)]);
+    fc.assert(fc.property(
+      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: dsts.length - 1 }), fc.boolean(),
+      (off, n, which, whole) => {
+        // `whole`: the same destination object again (as blkback's entry copy is).
+        const dst = whole ? dsts[which]! : dsts[which]!.subarray(0, n);
+        const len = dst.length;
+        dsts[which]!.fill(0xee);
+        mem.readInto(gpa(g, off), dst);
+        expect(dst).toEqual(src.subarray(off, off + len));
+        // Nothing written past the destination.
+        expect(dsts[which]!.subarray(len).every((b) => b === 0xee)).toBe(true);
+      }), { numRuns: 400 });
+  });
+
   it('faults at the first unmapped address, leaving the buffer untouched', async () => {
     const r = await rig();
     const mem = r.dom0.v.api.mem;

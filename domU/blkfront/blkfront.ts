@@ -319,9 +319,10 @@ export class BlockFront {
       if (count === 0) return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
-      const op: IoOp = { kind, buf, left: count, error: undefined, settled: false, resolve, reject };
+      const blk = buf instanceof BlkBuffer ? buf : null;
+      const op: IoOp = { kind, buf, blk, left: count, error: undefined, settled: false, resolve, reject };
       // A buffer's I/O is pending until the op settles (BlkDataPath.finishPiece).
-      if (buf instanceof BlkBuffer) buf.pending++;
+      if (blk !== null) blk.pending++;
       this.dp.queue.push({ op, sector, count, offset });
       this.dp.dispatch();
     });

@@ -12,7 +12,6 @@
 import { BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY } from '../../shared/abi/blkif.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { XenbusStateName } from '../../shared/xenbus/state.ts';
-import { BlkBuffer } from './buffer.ts';
 import { copyOut, ResponseCopy, u64Text, withoutFeature } from './completion.ts';
 import type { DataPages } from './grants.ts';
 import { PushBatch } from './push.ts';
@@ -227,7 +226,7 @@ export class BlkDataPath {
     op.left -= piece.count;
     if (op.left <= 0 && !op.settled) {
       op.settled = true;
-      if (op.buf instanceof BlkBuffer) op.buf.pending--;
+      if (op.blk !== null) op.blk.pending--;
       if (op.error) op.reject(op.error);
       else op.resolve();
     }

@@ -54,6 +54,8 @@ export class RequestWriter {
   /** The entry a request is encoded in before it is copied into its slot (reused: no allocation per request). */
   private readonly reqBuf = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
   private readonly reqView = new DataView(this.reqBuf.buffer);
+  /** reqBuf as words, to clear it (a fill() is a runtime call: ~100 ns a request). */
+  private readonly reqWords = new Int32Array(this.reqBuf.buffer);
 
   constructor(
     private readonly xen: Xen,
@@ -106,7 +108,10 @@ export class RequestWriter {
     const write = op.kind === 'write';
     // Direct requests write their segments straight into the request entry; indirect ones list them.
     const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
-    if (!indirect) this.reqBuf.fill(0);
+    if (!indirect) {
+      const w = this.reqWords;
+      for (let i = 0; i < w.length; i++) w[i] = 0;
+    }
     const pages = this.takeDataPages(piece, n, nseg, write, segs);
     // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
     const indirectPages = nind > 0 ? this.writeIndirectPages(segs!, nind) : (NO_PAGES as GrantedPage[]);

@@ -527,3 +527,42 @@ describe('GuestMemory.readInto', () => {
     expect(dst).toEqual(new Uint8Array(300).fill(0xcd));
   });
 });
+
+describe('GuestMemory.write', () => {
+  it('property: any offset, length and source placement writes exactly those bytes (word and byte copies, across pages; sources reused and alternated)', async () => {
+    const r = await rig();
+    const mem = r.dom0.v.api.mem;
+    const g = dom0Pages(r.dom0, 2, 0);
+    const image = new Uint8Array(2 * PAGE_SIZE);
+    const backing = new ArrayBuffer(1024);
+    const shared = new SharedArrayBuffer(1024);
+    const srcs = [0, 4, 6, 16].flatMap((at) => [new Uint8Array(backing, at, 300), new Uint8Array(shared, at, 300)]);
+    let seed = 1;
+    fc.assert(fc.property(
+      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: srcs.length - 1 }), fc.boolean(),
+      (off, n, which, whole) => {
+        const src = whole ? srcs[which]! : srcs[which]!.subarray(0, n);
+        src.set(pattern(src.length, seed++));
+        mem.write(gpa(g, off), src);
+        image.set(src, off);
+        expect(mem.read(gpa(g), 2 * PAGE_SIZE)).toEqual(image);
+      }), { numRuns: 300 });
+  });
+
+  it('refuses a read-only grant mapping and an unmapped page with a fault, writing nothing', async () => {
+    const r = await rig();
+    const mem = r.dom0.v.api.mem;
+    const ro = grantMapped(r, HOLE_GFN_BASE, { readonly: true, fill: 0x5a });
+    const entry = pattern(112, 9); // a ring entry: the word-copy size
+    for (const at of [0, 64, PAGE_SIZE - 112]) {
+      const e = catchFault(() => mem.write(gpa(HOLE_GFN_BASE, at), entry));
+      expect([e.gpa, e.write]).toEqual([gpa(HOLE_GFN_BASE, at), true]);
+    }
+    expect(r.u.read(ro.uGfn)).toEqual(new Uint8Array(PAGE_SIZE).fill(0x5a));
+    const e = catchFault(() => mem.write(gpa(HOLE_GFN_BASE + 5, 16), entry));
+    expect([e.gpa, e.write]).toEqual([gpa(HOLE_GFN_BASE + 5, 16), true]);
+    expect(() => mem.write(-4, entry)).toThrow(GuestFault);
+    expect(() => mem.write(0.5, entry)).toThrow(GuestFault);
+    expect(() => mem.write(0, Array.from(entry) as unknown as Uint8Array)).toThrow(TypeError);
+  });
+});

@@ -307,11 +307,14 @@ export class BlockFront {
     if (Number.isSafeInteger(n) && n * SECTOR > buf.bytes - offset) {
       return Promise.reject(new BlkfrontError('range', `${what}: ${n} sectors from byte ${offset} do not fit in the ${buf.bytes}-byte buffer`));
     }
-    return this.submit(kind, sector, n, buf, offset);
+    return this.submit(kind, sector, n, buf, offset, buf);
   }
 
-  /** Queue an I/O of `count` units whose data is at byte `offset` of `buf`, and issue what fits. */
-  private submit(kind: IoOp['kind'], sector: number, count: number, buf: IoData | undefined, offset = 0): Promise<void> {
+  /**
+   * Queue an I/O of `count` units whose data is at byte `offset` of `buf`, and
+   * issue what fits. `blk`: `buf` if it is a BlkBuffer (the caller knows; see IoOp.blk).
+   */
+  private submit(kind: IoOp['kind'], sector: number, count: number, buf: IoData | undefined, offset = 0, blk: BlkBuffer | null = null): Promise<void> {
     if (this.closing || this.finalised || this.dp.broken) return Promise.reject(this.endReason ?? new BlkfrontError('closed', `${kind}: the device is closed`));
     if (kind !== 'flush') {
       const bad = rangeError(this.disk, sector, count);
@@ -319,7 +322,6 @@ export class BlockFront {
       if (count === 0) return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
-      const blk = buf instanceof BlkBuffer ? buf : null;
       const op: IoOp = { kind, buf, blk, left: count, error: undefined, settled: false, resolve, reject };
       // A buffer's I/O is pending until the op settles (BlkDataPath.finishPiece).
       if (blk !== null) blk.pending++;

@@ -529,7 +529,7 @@ describe('GuestMemory.readInto', () => {
 });
 
 describe('GuestMemory.write', () => {
-  it('property: any offset, length and source placement writes exactly those bytes (word and byte copies, across pages; sources reused and alternated)', async () => {
+  it('property: any offset, length and source placement writes exactly those bytes (short and long pieces, across pages, sources of any alignment)', async () => {
     const r = await rig();
     const mem = r.dom0.v.api.mem;
     const g = dom0Pages(r.dom0, 2, 0);
@@ -553,7 +553,7 @@ describe('GuestMemory.write', () => {
     const r = await rig();
     const mem = r.dom0.v.api.mem;
     const ro = grantMapped(r, HOLE_GFN_BASE, { readonly: true, fill: 0x5a });
-    const entry = pattern(112, 9); // a ring entry: the word-copy size
+    const entry = pattern(112, 9); // a ring entry
     for (const at of [0, 64, PAGE_SIZE - 112]) {
       const e = catchFault(() => mem.write(gpa(HOLE_GFN_BASE, at), entry));
       expect([e.gpa, e.write]).toEqual([gpa(HOLE_GFN_BASE, at), true]);

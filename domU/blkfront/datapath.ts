@@ -209,8 +209,11 @@ export class BlkDataPath {
 
   /** A request is over: its pages go back (grants ended unless persistent) and its piece is accounted. */
   private retire(sh: Shadow, err: Error | undefined): void {
-    for (const p of sh.pages) this.pages.give(p);
-    for (const p of sh.indirectPages) this.pages.give(p);
+    // Indexed loops: a for-of here ran V8's array iterator builtin per request (profiled).
+    const pages = sh.pages;
+    for (let i = 0; i < pages.length; i++) this.pages.give(pages[i]!);
+    const ind = sh.indirectPages;
+    for (let i = 0; i < ind.length; i++) this.pages.give(ind[i]!);
     this.finishPiece(sh.piece, err);
   }
 

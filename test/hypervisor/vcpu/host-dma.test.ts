@@ -465,6 +465,13 @@ describe('planIovecs (pure)', () => {
   });
 });
 
+/** Views of `len` bytes at each of `offsets` into an ArrayBuffer and into a SharedArrayBuffer. */
+function placedViews(offsets: readonly number[], len: number): Uint8Array[] {
+  const backing = new ArrayBuffer(1024);
+  const shared = new SharedArrayBuffer(1024);
+  return offsets.flatMap((at) => [new Uint8Array(backing, at, len), new Uint8Array(shared, at, len)]);
+}
+
 describe('GuestMemory.readInto', () => {
   it('copies within a page, across pages and across frames that are not adjacent, into the caller\'s buffer', async () => {
     const r = await rig();
@@ -495,9 +502,7 @@ describe('GuestMemory.readInto', () => {
     mem.write(gpa(g), src);
     // A few destinations, reused across runs: readInto keeps a word view of
     // the last one it copied into by words, so alternating them matters.
-    const backing = new ArrayBuffer(1024);
-    const shared = new SharedArrayBuffer(1024);
-    const dsts = [0, 4, 5, 8].flatMap((at) => [new Uint8Array(backing, at, 300), new Uint8Array(shared, at, 300)]);
+    const dsts = placedViews([0, 4, 5, 8], 300);
     fc.assert(fc.property(
       fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: dsts.length - 1 }), fc.boolean(),
       (off, n, which, whole) => {
@@ -534,9 +539,7 @@ describe('GuestMemory.write', () => {
     const mem = r.dom0.v.api.mem;
     const g = dom0Pages(r.dom0, 2, 0);
     const image = new Uint8Array(2 * PAGE_SIZE);
-    const backing = new ArrayBuffer(1024);
-    const shared = new SharedArrayBuffer(1024);
-    const srcs = [0, 4, 6, 16].flatMap((at) => [new Uint8Array(backing, at, 300), new Uint8Array(shared, at, 300)]);
+    const srcs = placedViews([0, 4, 6, 16], 300);
     let seed = 1;
     fc.assert(fc.property(
       fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: srcs.length - 1 }), fc.boolean(),

@@ -35,7 +35,7 @@
  * DIRECT_REFS (every gref of a frontend with at most 64 grant frames, v1)
  * are looked up in typed arrays indexed by gref, with no hashing and no
  * object; grefs come from the guest and may be any u32, so those above the
- * bound go to a Map.
+ * bound go to a Map. The arrays grow with the highest gref kept (nearCap).
  */
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { GNTST_okay } from '../../shared/abi/grant-table.ts';
@@ -48,6 +48,9 @@ export const MAX_PERSISTENT_GRANTS = 1056;
 
 /** Grefs below this are looked up by index (64 v1 grant frames of 512 entries: Linux's default max_grant_frames). */
 export const DIRECT_REFS = 1 << 15;
+
+/** The near arrays' first size (grefs), doubled as needed (see PersistentGrants.nearCap). */
+const NEAR_MIN = 512;
 
 export interface GrantMapping {
   readonly handle: number;
@@ -68,14 +71,22 @@ interface Kept extends GrantMapping {
 export class PersistentGrants {
   /** Every mapping kept, by gref (in the order kept), for `drain`, `purge` and `size`. */
   private readonly all = new Map<number, Kept>();
-  /** gref < DIRECT_REFS: Dom0 gfn + 1 of its mapping, 0 for none (a gfn >= 2^31 - 1 goes to `far`). */
-  private readonly nearGfn = new Int32Array(DIRECT_REFS);
-  /** gref < DIRECT_REFS: 1 if its mapping is read-only. */
-  private readonly nearRo = new Uint8Array(DIRECT_REFS);
-  /** gref < DIRECT_REFS: when its last use ended (valid where nearGfn is not 0). */
-  private readonly nearUsed = new Float64Array(DIRECT_REFS);
-  /** gref < DIRECT_REFS: its uses under way. */
-  private readonly nearActive = new Int32Array(DIRECT_REFS);
+  /**
+   * The near arrays cover grefs [0, nearCap): they start empty and grow (by
+   * doubling, up to DIRECT_REFS) as grants with higher grefs are kept, so a
+   * connection whose frontend uses a few hundred grefs holds a few KiB here,
+   * not the ~0.5 MiB that arrays for every gref below DIRECT_REFS take.
+   * A gref at or above nearCap has no near mapping.
+   */
+  private nearCap = 0;
+  /** gref < nearCap: Dom0 gfn + 1 of its mapping, 0 for none (a gfn >= 2^31 - 1 goes to `far`). */
+  private nearGfn = new Int32Array(0);
+  /** gref < nearCap: 1 if its mapping is read-only. */
+  private nearRo = new Uint8Array(0);
+  /** gref < nearCap: when its last use ended (valid where nearGfn is not 0). */
+  private nearUsed = new Float64Array(0);
+  /** gref < nearCap: its uses under way. */
+  private nearActive = new Int32Array(0);
   /** Other grefs (and huge gfns). */
   private readonly far = new Map<number, Kept>();
   /**
@@ -98,11 +109,33 @@ export class PersistentGrants {
   constructor(readonly max: number = MAX_PERSISTENT_GRANTS, readonly unusedSeconds: number = PERSISTENT_GRANT_UNUSED_SECONDS) {}
 
   get size(): number { return this.all.size; }
+  /** How many grefs the near arrays cover now (tests: memory held per connection). */
+  get nearCapacity(): number { return this.nearCap; }
+
+  /** Grow the near arrays to cover `gref` (< DIRECT_REFS), keeping what they hold. */
+  private growNear(gref: number): void {
+    let cap = this.nearCap > 0 ? this.nearCap : NEAR_MIN;
+    while (cap <= gref) cap *= 2;
+    if (cap > DIRECT_REFS) cap = DIRECT_REFS;
+    const gfn = new Int32Array(cap);
+    gfn.set(this.nearGfn);
+    const ro = new Uint8Array(cap);
+    ro.set(this.nearRo);
+    const used = new Float64Array(cap);
+    used.set(this.nearUsed);
+    const active = new Int32Array(cap);
+    active.set(this.nearActive);
+    this.nearGfn = gfn;
+    this.nearRo = ro;
+    this.nearUsed = used;
+    this.nearActive = active;
+    this.nearCap = cap;
+  }
   get full(): boolean { return this.all.size >= this.max; }
 
   /** Guest-physical address of gref's persistent mapping in Dom0 (writable or not), or -1. */
   gpa(gref: number): number {
-    if (gref < DIRECT_REFS) {
+    if (gref >= 0 && gref < this.nearCap) {
       const g = this.nearGfn[gref]!;
       if (g !== 0) return (g - 1) * PAGE_SIZE;
     }
@@ -112,7 +145,7 @@ export class PersistentGrants {
 
   /** Guest-physical address of gref's persistent mapping if it is writable, else -1. */
   writableGpa(gref: number): number {
-    if (gref < DIRECT_REFS) {
+    if (gref >= 0 && gref < this.nearCap) {
       const g = this.nearGfn[gref]!;
       if (g !== 0) return this.nearRo[gref] === 0 ? (g - 1) * PAGE_SIZE : -1;
     }
@@ -127,12 +160,13 @@ export class PersistentGrants {
   resolve(gref: Uint32Array, n: number, writable: boolean, out: Float64Array): number {
     const near = this.nearGfn;
     const ro = this.nearRo;
+    const cap = this.nearCap;
     const farEmpty = this.far.size === 0;
     let hits = 0;
     for (let i = 0; i < n; i++) {
       const g = gref[i]!;
       let at = -1;
-      if (g < DIRECT_REFS) {
+      if (g < cap) {
         const v = near[g]!;
         if (v !== 0) {
           if (!writable || ro[g] === 0) at = (v - 1) * PAGE_SIZE;
@@ -165,6 +199,7 @@ export class PersistentGrants {
     const k: Kept = { handle: m.handle, gfn: m.gfn, gref, readonly, near, lastUsed: this.now, active: 0 };
     this.all.set(gref, k);
     if (near) {
+      if (gref >= this.nearCap) this.growNear(gref);
       this.nearGfn[gref] = m.gfn + 1;
       this.nearRo[gref] = readonly ? 1 : 0;
       this.nearUsed[gref] = this.now;
@@ -183,9 +218,10 @@ export class PersistentGrants {
   hold(gref: ArrayLike<number>, n: number): void {
     const near = this.nearGfn;
     const act = this.nearActive;
+    const cap = this.nearCap;
     for (let i = 0; i < n; i++) {
       const g = gref[i]!;
-      if (g < DIRECT_REFS && near[g] !== 0) act[g] = act[g]! + 1;
+      if (g >= 0 && g < cap && near[g] !== 0) act[g] = act[g]! + 1;
       else if (this.far.size !== 0) {
         const k = this.far.get(g);
         if (k) k.active++;
@@ -198,10 +234,11 @@ export class PersistentGrants {
     const near = this.nearGfn;
     const act = this.nearActive;
     const used = this.nearUsed;
+    const cap = this.nearCap;
     const now = this.now;
     for (let i = 0; i < n; i++) {
       const g = gref[i]!;
-      if (g < DIRECT_REFS && near[g] !== 0) {
+      if (g >= 0 && g < cap && near[g] !== 0) {
         if (act[g]! > 0) act[g] = act[g]! - 1;
         used[g] = now;
       } else if (this.far.size !== 0) {
@@ -268,10 +305,11 @@ export class PersistentGrants {
     const all = [...this.all.values()];
     this.all.clear();
     this.far.clear();
-    this.nearGfn.fill(0);
-    this.nearRo.fill(0);
-    this.nearUsed.fill(0);
-    this.nearActive.fill(0);
+    this.nearCap = 0;
+    this.nearGfn = new Int32Array(0);
+    this.nearRo = new Uint8Array(0);
+    this.nearUsed = new Float64Array(0);
+    this.nearActive = new Int32Array(0);
     this.overflow = false;
     return this.unmap(gt, pool, all);
   }

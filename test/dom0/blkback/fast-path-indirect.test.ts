@@ -14,6 +14,8 @@ import { BLKIF_OP_INDIRECT, BLKIF_REQUEST_INDIRECT, BLKIF_RESPONSE } from '../..
 import { copyRequestId, decodeIndirectSegments, decodeRequest, IndirectRwScratch } from '../../../shared/blkif/proto.ts';
 import { checkIndirectRw, checkRequest, indirectPages, indirectRwPages, type DiskLimits } from '../../../dom0/blkback/validate.ts';
 import { DIRECT_REFS, PersistentGrants } from '../../../dom0/blkback/persistent.ts';
+import type { GfnPool } from '../../../dom0/blkback/gfn-pool.ts';
+import type { GrantTable } from '../../../shared/guest/gnttab.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
 
 const RI = BLKIF_REQUEST_INDIRECT.fields;
@@ -140,8 +142,39 @@ describe('indirect READ/WRITE fast path', () => {
 });
 
 describe('PersistentGrants lookup', () => {
+  it('holds near arrays only as large as the grefs kept need (doubling), keeps what they hold as they grow, and gives them up at drain', () => {
+    const pg = new PersistentGrants(100);
+    expect(pg.nearCapacity).toBe(0);
+    expect(pg.gpa(7)).toBe(-1);
+    expect(pg.add(7, { handle: 1, gfn: 70 })).toBe(true);
+    expect(pg.nearCapacity).toBe(512);
+    pg.now = 5;
+    pg.hold([7], 1);
+    expect(pg.add(5000, { handle: 2, gfn: 71 }, true)).toBe(true);
+    expect(pg.nearCapacity).toBe(8192);
+    // Kept across the growth: the mapping, its use under way and its read-only flag.
+    expect([pg.gpa(7), pg.writableGpa(7), pg.gpa(5000), pg.writableGpa(5000)]).toEqual([70 * PAGE_SIZE, 70 * PAGE_SIZE, 71 * PAGE_SIZE, -1]);
+    expect(pg.candidates().find((c) => c.gref === 7)!.active).toBe(true);
+    // A gref past the arrays' end (but below DIRECT_REFS) has no mapping; one at or above DIRECT_REFS goes to the Map.
+    expect([pg.gpa(9000), pg.writableGpa(DIRECT_REFS - 1)]).toEqual([-1, -1]);
+    expect(pg.add(DIRECT_REFS, { handle: 3, gfn: 72 })).toBe(true);
+    expect(pg.nearCapacity).toBe(8192);
+    const out = new Float64Array(3);
+    expect(pg.resolve(Uint32Array.from([7, 9000, DIRECT_REFS]), 3, false, out)).toBe(2);
+    expect(Array.from(out)).toEqual([70 * PAGE_SIZE, -1, 72 * PAGE_SIZE]);
+    pg.unhold([7, 9000], 2); // a gref with no mapping is skipped
+    expect(pg.lastUsed(7)).toBe(5);
+    const unmapped: number[] = [];
+    const gt = { unmapBatch: (ms: readonly { handle: number }[]) => ms.map((m) => { unmapped.push(m.handle); return 0; }) } as unknown as GrantTable;
+    const pool = { release: () => {} } as unknown as GfnPool;
+    expect(pg.drain(gt, pool)).toBe(0);
+    expect(unmapped.sort()).toEqual([1, 2, 3]);
+    expect([pg.size, pg.nearCapacity, pg.gpa(7)]).toEqual([0, 0, -1]);
+  });
+
   it('agrees with a Map on any u32 grefs, near and far, writable and read-only', () => {
-    const gref = fc.oneof(fc.nat(64), fc.integer({ min: DIRECT_REFS - 4, max: DIRECT_REFS + 4 }), fc.nat(0xffff_ffff));
+    // Small grefs, grefs about where the near arrays double (512, 1024, 2048...), the DIRECT_REFS bound, and any u32.
+    const gref = fc.oneof(fc.nat(64), fc.integer({ min: 500, max: 4200 }), fc.integer({ min: DIRECT_REFS - 4, max: DIRECT_REFS + 4 }), fc.nat(0xffff_ffff));
     fc.assert(fc.property(fc.array(fc.tuple(gref, fc.boolean()), { maxLength: 40 }), fc.array(gref, { maxLength: 40 }), fc.nat(50), (adds, probes, max) => {
       const pg = new PersistentGrants(max);
       const model = new Map<number, { gfn: number; ro: boolean }>();

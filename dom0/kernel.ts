@@ -65,7 +65,8 @@ export interface Dom0Cmdline {
    * command line: `xen_blkback.feature_persistent=0|1`,
    * `xen_blkback.max_ring_page_order=N` (0: single-page rings only),
    * `xen_blkback.max_persistent_grants=N`,
-   * `xen_blkback.persistent_grant_unused_seconds=N` (0: never time out); and ours,
+   * `xen_blkback.persistent_grant_unused_seconds=N` (0: never time out),
+   * `xen_blkback.max_queues=N` (multi-queue-max-queues; default 1); and ours,
    * `xen_blkback.feature_indirect=0|1` (Linux always offers indirect segments).
    */
   readonly blkback?: BlkbackSwitches;
@@ -77,6 +78,7 @@ export interface BlkbackSwitches {
   readonly indirect?: boolean;
   readonly maxPersistentGrants?: number;
   readonly persistentGrantUnusedSeconds?: number;
+  readonly maxQueues?: number;
 }
 
 const BLKBACK_PARAMS = {
@@ -85,6 +87,7 @@ const BLKBACK_PARAMS = {
   'xen_blkback.feature_indirect': 'indirect',
   'xen_blkback.max_persistent_grants': 'maxPersistentGrants',
   'xen_blkback.persistent_grant_unused_seconds': 'persistentGrantUnusedSeconds',
+  'xen_blkback.max_queues': 'maxQueues',
 } as const;
 
 function encodeBlkback(b: BlkbackSwitches | undefined): string {
@@ -95,6 +98,7 @@ function encodeBlkback(b: BlkbackSwitches | undefined): string {
   if (b.indirect !== undefined) out.push(`xen_blkback.feature_indirect=${b.indirect ? 1 : 0}`);
   if (b.maxPersistentGrants !== undefined) out.push(`xen_blkback.max_persistent_grants=${b.maxPersistentGrants}`);
   if (b.persistentGrantUnusedSeconds !== undefined) out.push(`xen_blkback.persistent_grant_unused_seconds=${b.persistentGrantUnusedSeconds}`);
+  if (b.maxQueues !== undefined) out.push(`xen_blkback.max_queues=${b.maxQueues}`);
   return out.map((o) => ` ${o}`).join('');
 }
 
@@ -104,7 +108,7 @@ function parseBlkback(kv: ReadonlyMap<string, string>): BlkbackSwitches | undefi
   for (const [key, field] of Object.entries(BLKBACK_PARAMS)) {
     const v = kv.get(key);
     if (v === undefined || !/^\d+$/.test(v)) continue;
-    if (field === 'maxPersistentGrants' || field === 'persistentGrantUnusedSeconds') b[field] = Number(v);
+    if (field === 'maxPersistentGrants' || field === 'persistentGrantUnusedSeconds' || field === 'maxQueues') b[field] = Number(v);
     else b[field] = Number(v) > 0;
   }
   return Object.keys(b).length > 0 ? b : undefined;

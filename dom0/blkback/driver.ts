@@ -73,6 +73,11 @@ export interface BlkbackOptions {
    * purge (Linux's persistent_grant_unused_seconds; default 60; 0: never).
    */
   readonly persistentGrantUnusedSeconds?: number;
+  /**
+   * multi-queue-max-queues: rings a frontend may give one device (Linux's
+   * xen_blkback.max_queues; default 1, the number of Dom0's vCPUs).
+   */
+  readonly maxQueues?: number;
   /** Dom0's clock in ms (persistent grants' last use and purge); default performance.now. Tests drive it. */
   readonly now?: () => number;
   /** How storage is opened (tests inject recording storages); default phy files via `dma`, null devices. */
@@ -101,6 +106,7 @@ export class BlkbackDriver {
       maxRingPageOrder: o.multiPageRing === false ? 0 : DEFAULT_FEATURES.maxRingPageOrder,
       maxPersistentGrants: o.maxPersistentGrants ?? DEFAULT_FEATURES.maxPersistentGrants,
       persistentGrantUnusedSeconds: o.persistentGrantUnusedSeconds ?? DEFAULT_FEATURES.persistentGrantUnusedSeconds,
+      maxQueues: o.maxQueues !== undefined && Number.isInteger(o.maxQueues) && o.maxQueues >= 1 ? o.maxQueues : DEFAULT_FEATURES.maxQueues,
     };
   }
 

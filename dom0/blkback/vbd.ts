@@ -7,10 +7,11 @@
  *  probe    read the backend node (frontend, frontend-id, params, mode, type,
  *           device-type, discard-enable), open the storage, publish the
  *           features, go InitWait, watch <frontend>/state;
- *  connect  (frontend Initialised/Connected) read ring-ref(s), event-channel,
- *           protocol, feature-persistent; map the ring pages at contiguous
- *           gfns (one batch), bind the channel, publish sectors/info/sizes,
- *           go Connected;
+ *  connect  (frontend Initialised/Connected) read multi-queue-num-queues,
+ *           ring-page-order, protocol, feature-persistent, and each queue's
+ *           ring-ref(s) and event-channel (in queue-<i>/ when there are
+ *           several); map each ring's pages at contiguous gfns (one batch a
+ *           ring), bind each channel, publish sectors/info/sizes, go Connected;
  *  disconnect  stop the engine (in-flight requests answered ERROR), close
  *           the channel, unmap persistent grants and the ring;
  *  remove   (toolstack: online=0 and state Closing; or the node vanished)
@@ -56,11 +57,16 @@ export interface BlkbackFeatures {
   readonly maxPersistentGrants: number;
   /** Persistent grants unused this long are purged (Linux's persistent_grant_unused_seconds, 60; 0: never). */
   readonly persistentGrantUnusedSeconds: number;
+  /**
+   * multi-queue-max-queues: rings a frontend may give one device (Linux's
+   * xen_blkback.max_queues, default the number of Dom0's vCPUs: 1 here).
+   */
+  readonly maxQueues: number;
 }
 
 export const DEFAULT_FEATURES: BlkbackFeatures = {
   persistent: true, maxIndirectSegments: BLKBACK_MAX_INDIRECT_SEGMENTS, maxRingPageOrder: XENBUS_MAX_RING_GRANT_ORDER, maxPersistentGrants: MAX_PERSISTENT_GRANTS,
-  persistentGrantUnusedSeconds: PERSISTENT_GRANT_UNUSED_SECONDS,
+  persistentGrantUnusedSeconds: PERSISTENT_GRANT_UNUSED_SECONDS, maxQueues: 1,
 };
 
 export interface VbdContext {
@@ -82,7 +88,7 @@ export interface VbdContext {
   readonly now?: () => number;
 }
 
-/** A connected ring and what it holds. */
+/** A connected ring (one queue of the device) and what it holds. */
 interface Connection {
   readonly engine: BlkifEngine;
   readonly port: number;
@@ -112,7 +118,8 @@ export class VbdBackend {
   private storage: BlockStorage | undefined;
   private limits: DiskLimits | undefined;
   private cdrom = false;
-  private conn: Connection | undefined;
+  /** The connected rings, queue 0 first; empty when not connected. */
+  private conns: Connection[] = [];
   private watch: WatchHandle | undefined;
   private chain: Promise<void> = Promise.resolve();
   private removed = false;
@@ -125,15 +132,19 @@ export class VbdBackend {
   constructor(private readonly c: VbdContext, readonly path: string, readonly domid: number, readonly devid: number) {}
 
   get dev(): string { return `${this.domid}/${this.devid}`; }
-  get connected(): boolean { return this.conn !== undefined; }
+  get connected(): boolean { return this.conns.length > 0; }
   get isRemoved(): boolean { return this.removed; }
-  /** The engine of the current connection (tests and benchmarks read its stats). */
-  get engine(): BlkifEngine | undefined { return this.conn?.engine; }
-  /** Flushes and barriers waiting for the host (fdatasync). */
-  get pendingHostIo(): number { return this.conn?.engine.pending ?? 0; }
-  get persistentGrants(): number { return this.conn?.persistent?.size ?? 0; }
-  /** Does the current connection keep a persistent grant of `gref` (tests: what a purge removed)? */
-  hasPersistentGrant(gref: number): boolean { return this.conn?.persistent?.has(gref) ?? false; }
+  /** Rings of the current connection (multi-queue-num-queues; 0 when not connected). */
+  get queues(): number { return this.conns.length; }
+  /** The engine of the current connection's queue `q` (tests and benchmarks read its stats). */
+  engineOf(q: number): BlkifEngine | undefined { return this.conns[q]?.engine; }
+  /** The engine of the current connection's first queue. */
+  get engine(): BlkifEngine | undefined { return this.conns[0]?.engine; }
+  /** Flushes and barriers waiting for the host (fdatasync), all queues. */
+  get pendingHostIo(): number { return this.conns.reduce((n, c) => n + c.engine.pending, 0); }
+  get persistentGrants(): number { return this.conns.reduce((n, c) => n + (c.persistent?.size ?? 0), 0); }
+  /** Does a queue of the current connection keep a persistent grant of `gref` (tests: what a purge removed)? */
+  hasPersistentGrant(gref: number): boolean { return this.conns.some((c) => c.persistent?.has(gref) ?? false); }
 
   /** Run `step` after every earlier one; errors are logged, never thrown to the caller. */
   enqueue(step: () => Promise<void> | void): Promise<void> {
@@ -193,6 +204,7 @@ export class VbdBackend {
       await xb.write(this.key('feature-persistent'), f.persistent ? '1' : '0');
       if (f.maxIndirectSegments > 0) await xb.write(this.key('feature-max-indirect-segments'), String(f.maxIndirectSegments));
       if (f.maxRingPageOrder > 0) await xb.write(this.key('max-ring-page-order'), String(f.maxRingPageOrder));
+      await xb.write(this.key('multi-queue-max-queues'), String(f.maxQueues));
       await this.setState('InitWait');
       this.watch = await xb.watch(`${this.frontend}/state`, () => { void this.enqueue(() => this.frontendChanged()); });
     });
@@ -231,36 +243,82 @@ export class VbdBackend {
     return this.c.xb.tryRead(`${this.frontend}/${k}`);
   }
 
-  /** connect_ring + connect: map, bind, publish, Connected. Throws FatalError having undone nothing (the caller disconnects). */
+  /**
+   * connect_ring + connect: read the keys of every queue, then map and bind
+   * each ring, publish, Connected. Throws FatalError; a queue that fails
+   * undoes its own part, the queues connected before it stay in `conns` for
+   * the caller's disconnect.
+   */
   private async connectRing(): Promise<void> {
-    const { gt, pool, ev, mem, features } = this.c;
+    const { features } = this.c;
+    // Linux: xenbus_read_unsigned(otherend, "multi-queue-num-queues", 1), a
+    // %u scan (a value that does not scan is the default).
+    const nqStr = await this.readFront('multi-queue-num-queues');
+    const nqScan = nqStr === undefined ? NaN : parseInt(nqStr, 10);
+    const nq = Number.isNaN(nqScan) ? 1 : nqScan >>> 0;
+    if (nq === 0 || nq > features.maxQueues) {
+      throw new FatalError(ENOSYS, `guest requested ${nq} queues, exceeding the maximum of ${features.maxQueues}.`);
+    }
     const orderStr = await this.readFront('ring-page-order');
-    let refs: number[];
-    let order = 0;
-    if (orderStr === undefined) {
-      const r = await this.readFront('ring-ref');
-      if (r === undefined) throw new FatalError(EINVAL, `reading ${this.frontend}/ring-ref`);
-      refs = [Number(r)];
-    } else {
+    let order = -1; // no ring-page-order: a single ring-ref
+    if (orderStr !== undefined) {
       order = Number(orderStr);
       if (!Number.isInteger(order) || order < 0 || order > features.maxRingPageOrder) {
         throw new FatalError(EINVAL, `${this.frontend}/request ${orderStr} ring page order exceed max:${features.maxRingPageOrder}`);
       }
-      refs = [];
+    }
+    // One queue: its keys are the frontend's own; several: queue-<i>/ each.
+    const rings: Array<{ refs: number[]; evtchn: number }> = [];
+    for (let q = 0; q < nq; q++) rings.push(await this.readQueueKeys(nq === 1 ? this.frontend : `${this.frontend}/queue-${q}`, order));
+    const protocol = await this.readFront('protocol');
+    if (protocol !== undefined && protocol !== XEN_IO_PROTO_ABI_X86_64) throw new FatalError(ENOSYS, `unknown fe protocol ${protocol}`);
+    const persistent = features.persistent && (await this.readFront('feature-persistent')) === '1';
+    // The device's persistent grants are shared out among its queues (their
+    // mappings all come from blkback's one gfn hole).
+    const perQueue = Math.floor(features.maxPersistentGrants / nq);
+    for (const r of rings) this.conns.push(this.connectQueue(r.refs, r.evtchn, persistent ? perQueue : -1));
+
+    const xb = this.c.xb;
+    const info = (this.limits!.readonly ? VDISK_READONLY : 0) | (this.cdrom ? VDISK_CDROM : 0);
+    await xb.write(this.key('sectors'), String(this.storage!.sectors));
+    await xb.write(this.key('info'), String(info));
+    await xb.write(this.key('sector-size'), String(BLKIF_SECTOR_SIZE));
+    await xb.write(this.key('physical-sector-size'), String(BLKIF_SECTOR_SIZE));
+    await this.setState('Connected');
+    const ringPages = rings[0]!.refs.length;
+    limitedLog(limiter, log, 'info', this.dev, { dev: this.dev, queues: nq, ringPages, persistent, protocol: protocol ?? 'default' }, 'connected');
+    for (const c of this.conns) c.engine.kick();
+  }
+
+  /** read_per_ring_refs: one queue's ring-ref(s) and event-channel under `dir` (`order` -1: a single ring-ref). */
+  private async readQueueKeys(dir: string, order: number): Promise<{ refs: number[]; evtchn: number }> {
+    const xb = this.c.xb;
+    const refs: number[] = [];
+    if (order < 0) {
+      const r = await xb.tryRead(`${dir}/ring-ref`);
+      if (r === undefined) throw new FatalError(EINVAL, `reading ${dir}/ring-ref`);
+      refs.push(Number(r));
+    } else {
       for (let i = 0; i < 1 << order; i++) {
-        const r = await this.readFront(`ring-ref${i}`);
-        if (r === undefined) throw new FatalError(EINVAL, `reading ${this.frontend}/ring-ref${i}`);
+        const r = await xb.tryRead(`${dir}/ring-ref${i}`);
+        if (r === undefined) throw new FatalError(EINVAL, `reading ${dir}/ring-ref${i}`);
         refs.push(Number(r));
       }
     }
     if (refs.some((r) => !Number.isInteger(r) || r < 0 || r > 0xffffffff)) throw new FatalError(EINVAL, 'bad ring-ref');
-    const evStr = await this.readFront('event-channel');
+    const evStr = await xb.tryRead(`${dir}/event-channel`);
     const evtchn = Number(evStr);
-    if (evStr === undefined || !Number.isInteger(evtchn) || evtchn <= 0) throw new FatalError(EINVAL, `reading ${this.frontend}/event-channel`);
-    const protocol = await this.readFront('protocol');
-    if (protocol !== undefined && protocol !== XEN_IO_PROTO_ABI_X86_64) throw new FatalError(ENOSYS, `unknown fe protocol ${protocol}`);
-    const persistent = features.persistent && (await this.readFront('feature-persistent')) === '1';
+    if (evStr === undefined || !Number.isInteger(evtchn) || evtchn <= 0) throw new FatalError(EINVAL, `reading ${dir}/event-channel`);
+    return { refs, evtchn };
+  }
 
+  /**
+   * Map one queue's ring (one batch, contiguous gfns), bind its channel and
+   * start its engine (`maxPersistent` -1: no persistent grants). Throws
+   * FatalError having released what it took.
+   */
+  private connectQueue(refs: readonly number[], evtchn: number, maxPersistent: number): Connection {
+    const { gt, pool, ev, mem, features } = this.c;
     const n = refs.length;
     const ringGfn = pool.takeRun(n);
     if (ringGfn < 0) throw new FatalError(ENOMEM, 'no gfns left to map the ring');
@@ -281,46 +339,39 @@ export class VbdBackend {
       throw new FatalError(EINVAL, `binding event-channel ${evtchn}: ${String(e)}`);
     }
     const ring = new BackRing(mem, ringGeometry(ringGfn * PAGE_SIZE, n * PAGE_SIZE, BLKIF_RING_ENTRY_SIZE));
-    const pg = persistent ? new PersistentGrants(features.maxPersistentGrants, features.persistentGrantUnusedSeconds) : null;
+    const pg = maxPersistent >= 0 ? new PersistentGrants(maxPersistent, features.persistentGrantUnusedSeconds) : null;
     const engine = new BlkifEngine({
-      ring, mem, gt, pool: this.c.pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
+      ring, mem, gt, pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
       persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev, counters: this.counters,
       ...(this.c.now ? { now: this.c.now } : {}),
     });
     let unpoll = (): void => {};
     if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll());
     else ev.on(port, () => engine.kick());
-    this.conn = { engine, port, ringGfn, ringPages: n, ringHandles, persistent: pg, unpoll };
-    const xb = this.c.xb;
-    const info = (this.limits!.readonly ? VDISK_READONLY : 0) | (this.cdrom ? VDISK_CDROM : 0);
-    await xb.write(this.key('sectors'), String(this.storage!.sectors));
-    await xb.write(this.key('info'), String(info));
-    await xb.write(this.key('sector-size'), String(BLKIF_SECTOR_SIZE));
-    await xb.write(this.key('physical-sector-size'), String(BLKIF_SECTOR_SIZE));
-    await this.setState('Connected');
-    limitedLog(limiter, log, 'info', this.dev, { dev: this.dev, ringPages: n, persistent, protocol: protocol ?? 'default' }, 'connected');
-    engine.kick();
+    return { engine, port, ringGfn, ringPages: n, ringHandles, persistent: pg, unpoll };
   }
 
   /**
-   * xen_blkif_disconnect: answer in-flight requests (ERROR), close the
-   * channel, unmap persistent grants and the ring. Idempotent.
+   * xen_blkif_disconnect: for each queue, answer in-flight requests (ERROR),
+   * close the channel, unmap persistent grants and the ring. Idempotent.
    */
   disconnect(): void {
-    const conn = this.conn;
-    if (!conn) return;
-    this.conn = undefined;
+    const conns = this.conns;
+    if (conns.length === 0) return;
+    this.conns = [];
     const { gt, pool, ev } = this.c;
-    conn.unpoll();
-    conn.engine.stop();
-    try {
-      ev.close(conn.port);
-    } catch {
-      // The frontend's domain died and its end is gone: ours was closed with it.
+    for (const conn of conns) {
+      conn.unpoll();
+      conn.engine.stop();
+      try {
+        ev.close(conn.port);
+      } catch {
+        // The frontend's domain died and its end is gone: ours was closed with it.
+      }
+      conn.persistent?.drain(gt, pool);
+      const st = gt.unmapBatch(conn.ringHandles.map((handle, i) => ({ handle, gfn: conn.ringGfn + i })));
+      st.forEach((s, i) => { if (s === GNTST_okay) pool.release(conn.ringGfn + i); });
     }
-    conn.persistent?.drain(gt, pool);
-    const st = gt.unmapBatch(conn.ringHandles.map((handle, i) => ({ handle, gfn: conn.ringGfn + i })));
-    st.forEach((s, i) => { if (s === GNTST_okay) pool.release(conn.ringGfn + i); });
   }
 
   /**
@@ -332,7 +383,7 @@ export class VbdBackend {
     return this.enqueue(async () => {
       if (this.removed) return;
       this.removed = true;
-      this.conn?.engine.drain();
+      for (const c of this.conns) c.engine.drain();
       this.disconnect();
       if ((await this.c.xb.tryRead(this.key('state'))) !== undefined) await this.setState('Closed').catch(() => undefined);
       await this.watch?.unwatch().catch(() => undefined);

@@ -130,6 +130,12 @@ export interface FrontOptions {
   readonly persistent?: boolean;
   /** The protocol key; undefined: not written. */
   readonly protocol?: string;
+  /**
+   * Rings to give the device (multi-queue-num-queues; each queue's keys in
+   * queue-<i>/). Undefined: one ring, its keys in the frontend's directory
+   * and no multi-queue-num-queues key (as Linux's blkfront with one queue).
+   */
+  readonly queues?: number;
 }
 
 /** One granted page of the frontend. */
@@ -142,9 +148,12 @@ export interface FrontPage {
 export class FakeBlkfront {
   readonly ev: EventChannels;
   readonly gt: GrantTable;
-  ring!: FrontRing;
-  port = 0;
-  ringRefs: number[] = [];
+  /** Each queue's ring, its port and its ring-refs (one of each without multi-queue). */
+  readonly rings: FrontRing[] = [];
+  readonly ports: number[] = [];
+  readonly queueRingRefs: number[][] = [];
+  /** The queue `put`, `push` and `responses` work on (see `use`). */
+  private q = 0;
   readonly devid: number;
   private readonly pages: FrontPage[] = [];
 
@@ -166,6 +175,15 @@ export class FakeBlkfront {
   }
 
   get mem() { return this.v.api.mem; }
+  get ring(): FrontRing { return this.rings[this.q]!; }
+  get port(): number { return this.ports[this.q] ?? 0; }
+  get ringRefs(): number[] { return this.queueRingRefs[this.q] ?? []; }
+  /** Work on queue `q` from now on (put, push, responses, submit). */
+  use(q: number): this {
+    if (!this.rings[q]) throw new Error(`no queue ${q}`);
+    this.q = q;
+    return this;
+  }
   get fe(): string { return frontendPath(this.domid, this.devid); }
   get be(): string { return backendPath(this.domid, this.devid); }
 
@@ -182,21 +200,27 @@ export class FakeBlkfront {
   async connect(): Promise<void> {
     const order = this.o.ringOrder ?? 0;
     const n = 1 << order;
-    const gfns = Array.from({ length: n }, () => this.v.xen.allocGfn());
-    for (let i = 1; i < n; i++) if (gfns[i] !== gfns[0]! + i) throw new Error('ring pages not contiguous');
-    const base = gfns[0]! * PAGE_SIZE;
-    sharedRingInit(this.mem, base);
-    this.ring = new FrontRing(this.mem, ringGeometry(base, n * PAGE_SIZE, BLKIF_RING_ENTRY_SIZE));
-    this.ringRefs = gfns.map((g) => this.gt.grantAccess(0, g));
-    this.port = this.ev.allocUnbound(0);
+    const nq = this.o.queues ?? 1;
     const xb = this.tb.xb;
-    if (order === 0 && this.o.ringOrder === undefined) {
-      await xb.write(`${this.fe}/ring-ref`, String(this.ringRefs[0]));
-    } else {
-      await xb.write(`${this.fe}/ring-page-order`, String(order));
-      for (let i = 0; i < n; i++) await xb.write(`${this.fe}/ring-ref${i}`, String(this.ringRefs[i]));
+    if (this.o.queues !== undefined) await xb.write(`${this.fe}/multi-queue-num-queues`, String(nq));
+    if (this.o.ringOrder !== undefined) await xb.write(`${this.fe}/ring-page-order`, String(order));
+    for (let q = 0; q < nq; q++) {
+      const gfns = Array.from({ length: n }, () => this.v.xen.allocGfn());
+      for (let i = 1; i < n; i++) if (gfns[i] !== gfns[0]! + i) throw new Error('ring pages not contiguous');
+      const base = gfns[0]! * PAGE_SIZE;
+      sharedRingInit(this.mem, base);
+      this.rings[q] = new FrontRing(this.mem, ringGeometry(base, n * PAGE_SIZE, BLKIF_RING_ENTRY_SIZE));
+      const refs = gfns.map((g) => this.gt.grantAccess(0, g));
+      this.queueRingRefs[q] = refs;
+      this.ports[q] = this.ev.allocUnbound(0);
+      const dir = this.o.queues !== undefined ? `${this.fe}/queue-${q}` : this.fe;
+      if (this.o.ringOrder === undefined) {
+        await xb.write(`${dir}/ring-ref`, String(refs[0]));
+      } else {
+        for (let i = 0; i < n; i++) await xb.write(`${dir}/ring-ref${i}`, String(refs[i]));
+      }
+      await xb.write(`${dir}/event-channel`, String(this.ports[q]));
     }
-    await xb.write(`${this.fe}/event-channel`, String(this.port));
     if (this.o.protocol !== undefined) await xb.write(`${this.fe}/protocol`, this.o.protocol);
     await xb.write(`${this.fe}/feature-persistent`, this.o.persistent === false ? '0' : '1');
     await this.setState(3);

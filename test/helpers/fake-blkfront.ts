@@ -226,6 +226,26 @@ export class FakeBlkfront {
     await this.setState(3);
   }
 
+  /** A ring page (initialised, granted to Dom0) and an unbound port for it, published nowhere. */
+  spareRing(): { ref: number; port: number } {
+    const gfn = this.v.xen.allocGfn();
+    sharedRingInit(this.mem, gfn * PAGE_SIZE);
+    return { ref: this.gt.grantAccess(0, gfn), port: this.ev.allocUnbound(0) };
+  }
+
+  /**
+   * Write `keys` (relative to the frontend's directory), go Initialised, and
+   * run Dom0 until the backend gives up (Closing, 5; the test fails if it
+   * does not): what its `error` node says.
+   */
+  async publishExpectingFatal(keys: Record<string, string>): Promise<string | undefined> {
+    for (const [k, v] of Object.entries(keys)) await this.tb.xb.write(`${this.fe}/${k}`, v);
+    await this.setState(3);
+    for (let i = 0; i < 50 && (await this.backendState()) !== '5'; i++) await this.tb.round();
+    if ((await this.backendState()) !== '5') throw new Error(`backend did not go Closing: state ${String(await this.backendState())}`);
+    return this.tb.xb.tryRead(`${this.be}/error`);
+  }
+
   async setState(s: number): Promise<void> {
     await this.tb.xb.write(`${this.fe}/state`, String(s));
     await this.tb.round();

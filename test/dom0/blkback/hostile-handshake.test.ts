@@ -10,8 +10,6 @@
 import { describe, expect, it } from 'vitest';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
 import { tempDisk } from '../../helpers/temp-disk.ts';
-import { PAGE_SIZE } from '../../../shared/types.ts';
-import { sharedRingInit } from '../../../shared/ring/ring.ts';
 
 /** What the frontend publishes: each case builds its keys from a good ring and port. */
 interface Good { readonly ref: number; readonly port: number; readonly f: FakeBlkfront }
@@ -48,14 +46,8 @@ describe('blkback facing a hostile frontend at the handshake', () => {
       expect(await f.backendState()).toBe('2');
       const before = tb.dom0Resources();
       // A good ring page and port, which the case may or may not publish.
-      const gfn = f.v.xen.allocGfn();
-      sharedRingInit(f.mem, gfn * PAGE_SIZE);
-      const good: Good = { ref: f.gt.grantAccess(0, gfn), port: f.ev.allocUnbound(0), f };
-      for (const [k, v] of Object.entries(c.keys(good))) await tb.xb.write(`${f.fe}/${k}`, v);
-      await f.setState(3);
-      for (let i = 0; i < 50 && (await f.backendState()) !== '5'; i++) await tb.round();
-      expect(await f.backendState()).toBe('5');
-      expect(await tb.xb.read(`${f.be}/error`)).toMatch(c.error);
+      const good: Good = { ...f.spareRing(), f };
+      expect(await f.publishExpectingFatal(c.keys(good))).toMatch(c.error);
       expect(tb.dom0Resources()).toEqual(before);
 
       const g = f.sibling({ devid: 51728 });

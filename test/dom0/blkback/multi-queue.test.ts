@@ -13,8 +13,6 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_OKAY } from '../../../shared/abi/blkif.ts';
 import type { BlkifSegment } from '../../../shared/blkif/proto.ts';
-import { sharedRingInit } from '../../../shared/ring/ring.ts';
-import { PAGE_SIZE } from '../../../shared/types.ts';
 import { parseDom0Cmdline, encodeDom0Cmdline } from '../../../dom0/kernel.ts';
 import { BlkTestbed, FakeBlkfront } from '../../helpers/fake-blkfront.ts';
 import { tempDisk } from '../../helpers/temp-disk.ts';
@@ -119,23 +117,11 @@ describe('blkback multi-queue', () => {
       const f = await FakeBlkfront.create(tb);
       await tb.addVbd(f.domid, f.devid, { params: tempDisk(4096) });
       const before = tb.dom0Resources();
-      const good: Good = {
-        f,
-        ring: () => {
-          const gfn = f.v.xen.allocGfn();
-          sharedRingInit(f.mem, gfn * PAGE_SIZE);
-          return { ref: f.gt.grantAccess(0, gfn), port: f.ev.allocUnbound(0) };
-        },
-      };
+      const good: Good = { f, ring: () => f.spareRing() };
       // Queue 0 is good (so a failure at queue 1 has something to undo).
       const q0 = good.ring();
-      await tb.xb.write(`${f.fe}/queue-0/ring-ref`, String(q0.ref));
-      await tb.xb.write(`${f.fe}/queue-0/event-channel`, String(q0.port));
-      for (const [k, v] of Object.entries(c.keys(good))) await tb.xb.write(`${f.fe}/${k}`, v);
-      await f.setState(3);
-      for (let i = 0; i < 50 && (await f.backendState()) !== '5'; i++) await tb.round();
-      expect(await f.backendState()).toBe('5');
-      expect(await tb.xb.read(`${f.be}/error`)).toMatch(c.error);
+      const keys = { 'queue-0/ring-ref': String(q0.ref), 'queue-0/event-channel': String(q0.port), ...c.keys(good) };
+      expect(await f.publishExpectingFatal(keys)).toMatch(c.error);
       expect(tb.dom0Resources()).toEqual(before);
       expect(tb.driver.pool.inUse).toBe(0);
       expect(tb.driver.device(f.domid, f.devid)!.queues).toBe(0);

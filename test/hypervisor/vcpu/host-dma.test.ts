@@ -472,13 +472,19 @@ function placedViews(offsets: readonly number[], len: number): Uint8Array[] {
   return offsets.flatMap((at) => [new Uint8Array(backing, at, len), new Uint8Array(shared, at, len)]);
 }
 
+/** A rig whose Dom0 has two adjacent pages at gfn `g` holding `src` (a pattern from `seed`). */
+async function twoPatternedPages(seed: number) {
+  const r = await rig();
+  const mem = r.dom0.v.api.mem;
+  const g = dom0Pages(r.dom0, 2);
+  const src = pattern(2 * PAGE_SIZE, seed);
+  mem.write(gpa(g), src);
+  return { r, mem, g, src };
+}
+
 describe('GuestMemory.readInto', () => {
   it('copies within a page, across pages and across frames that are not adjacent, into the caller\'s buffer', async () => {
-    const r = await rig();
-    const mem = r.dom0.v.api.mem;
-    const g = dom0Pages(r.dom0, 2);
-    const src = pattern(2 * PAGE_SIZE, 71);
-    mem.write(gpa(g), src);
+    const { r, mem, g, src } = await twoPatternedPages(71);
     const dst = new Uint8Array(5000);
     mem.readInto(gpa(g, 100), dst);
     expect(dst).toEqual(src.subarray(100, 5100));
@@ -495,11 +501,7 @@ describe('GuestMemory.readInto', () => {
   });
 
   it('property: any offset, length and destination placement reads what read() returns (word, byte and bulk copies; destinations reused and alternated)', async () => {
-    const r = await rig();
-    const mem = r.dom0.v.api.mem;
-    const g = dom0Pages(r.dom0, 2);
-    const src = pattern(2 * PAGE_SIZE, 13);
-    mem.write(gpa(g), src);
+    const { mem, g, src } = await twoPatternedPages(13);
     // A few destinations, reused across runs: readInto keeps a word view of
     // the last one it copied into by words, so alternating them matters.
     const dsts = placedViews([0, 4, 5, 8], 300);

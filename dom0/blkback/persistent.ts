@@ -76,7 +76,9 @@ export class PersistentGrants {
    * doubling, up to DIRECT_REFS) as grants with higher grefs are kept, so a
    * connection whose frontend uses a few hundred grefs holds a few KiB here,
    * not the ~0.5 MiB that arrays for every gref below DIRECT_REFS take.
-   * A gref at or above nearCap has no near mapping.
+   * A gref at or above nearCap has no near mapping. (The arrays' length, kept
+   * as a number: the lookup loops compare against a local, not a typed
+   * array's length, which V8 re-checks on every read.)
    */
   private nearCap = 0;
   /** gref < nearCap: Dom0 gfn + 1 of its mapping, 0 for none (a gfn >= 2^31 - 1 goes to `far`). */
@@ -117,18 +119,11 @@ export class PersistentGrants {
     let cap = this.nearCap > 0 ? this.nearCap : NEAR_MIN;
     while (cap <= gref) cap *= 2;
     if (cap > DIRECT_REFS) cap = DIRECT_REFS;
-    const gfn = new Int32Array(cap);
-    gfn.set(this.nearGfn);
-    const ro = new Uint8Array(cap);
-    ro.set(this.nearRo);
-    const used = new Float64Array(cap);
-    used.set(this.nearUsed);
-    const active = new Int32Array(cap);
-    active.set(this.nearActive);
-    this.nearGfn = gfn;
-    this.nearRo = ro;
-    this.nearUsed = used;
-    this.nearActive = active;
+    const widen = <T extends Int32Array | Uint8Array | Float64Array>(old: T, made: T): T => { made.set(old); return made; };
+    this.nearGfn = widen(this.nearGfn, new Int32Array(cap));
+    this.nearRo = widen(this.nearRo, new Uint8Array(cap));
+    this.nearUsed = widen(this.nearUsed, new Float64Array(cap));
+    this.nearActive = widen(this.nearActive, new Int32Array(cap));
     this.nearCap = cap;
   }
   get full(): boolean { return this.all.size >= this.max; }

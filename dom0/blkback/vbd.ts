@@ -12,8 +12,8 @@
  *           ring-ref(s) and event-channel (in queue-<i>/ when there are
  *           several); map each ring's pages at contiguous gfns (one batch a
  *           ring), bind each channel, publish sectors/info/sizes, go Connected;
- *  disconnect  stop the engine (in-flight requests answered ERROR), close
- *           the channel, unmap persistent grants and the ring;
+ *  disconnect  for each queue: stop its engine (in-flight requests answered
+ *           ERROR), close its channel, unmap its persistent grants and ring;
  *  remove   (toolstack: online=0 and state Closing; or the node vanished)
  *           serve what is on the ring, disconnect, go Closed, unwatch, close
  *           the storage.
@@ -136,9 +136,7 @@ export class VbdBackend {
   get isRemoved(): boolean { return this.removed; }
   /** Rings of the current connection (multi-queue-num-queues; 0 when not connected). */
   get queues(): number { return this.conns.length; }
-  /** The engine of the current connection's queue `q` (tests and benchmarks read its stats). */
-  engineOf(q: number): BlkifEngine | undefined { return this.conns[q]?.engine; }
-  /** The engine of the current connection's first queue. */
+  /** The engine of the current connection's first queue (tests and benchmarks read its stats). */
   get engine(): BlkifEngine | undefined { return this.conns[0]?.engine; }
   /** Flushes and barriers waiting for the host (fdatasync), all queues. */
   get pendingHostIo(): number { return this.conns.reduce((n, c) => n + c.engine.pending, 0); }

@@ -227,17 +227,18 @@ export class BlkifEngine {
       let unpushed = 0;
       let sectorsAtPush = c.rdSect + c.wrSect;
       while (n-- > 0 && !this.barrier) {
-        const entry = this.d.ring.takeRequestInto(this.entry);
+        const entry = ring.takeRequestInto(this.entry);
         const op = entry[REQ_OPERATION];
         this.handle(entry);
         const sectors = c.rdSect + c.wrSect;
-        if (++unpushed >= RSP_PUSH_BATCH || sectors - sectorsAtPush >= RSP_PUSH_SECTORS || n === 0 ||
+        if (++unpushed >= RSP_PUSH_BATCH || sectors - sectorsAtPush >= RSP_PUSH_SECTORS ||
             (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE)) {
           this.push();
           unpushed = 0;
           sectorsAtPush = sectors;
         }
       }
+      // The requests on hand are done (or a barrier stopped them): publish the rest.
       if (unpushed > 0) this.push();
       // Between batches no request holds a grant (synchronous I/O; a flush or barrier holds none).
       if (persistent !== null && now >= this.nextLru) {

@@ -21,9 +21,12 @@
  * Reads and writes are synchronous (HostDma preadv/pwritev on Dom0's vCPU).
  * FLUSH_DISKCACHE runs fdatasync in the host's thread pool and is answered
  * when it returns (from work posted to Dom0's loop); other requests go on
- * meanwhile. WRITE_BARRIER stops consumption: earlier writes are done (they
- * were synchronous), fdatasync runs, then the barrier's own data is written,
- * it is answered, and consumption resumes.
+ * meanwhile. DISCARD is answered when the storage has punched its hole (a
+ * child process, or zeroes written in the thread pool), other requests going
+ * on meanwhile too. WRITE_BARRIER stops consumption: earlier writes are done
+ * (they were synchronous) and earlier discards are waited for, fdatasync
+ * runs, then the barrier's own data is written, it is answered, and
+ * consumption resumes.
  *
  * An impossible req_prod halts the ring for good (Linux's "Frontend provided
  * bogus ring requests ... Halting ring processing"); Dom0 is unharmed.
@@ -158,6 +161,10 @@ export class BlkifEngine {
   /** A WRITE_BARRIER waiting for its sync: no request is consumed meanwhile. */
   private barrier = false;
   private readonly inFlight = new Set<InFlight>();
+  /** Discards not finished (their storage callback not yet run), answered or not. */
+  private discards = 0;
+  /** What waits for every discard to finish (a barrier's sync). */
+  private afterDiscards: Array<() => void> = [];
   private readonly rsp = new Uint8Array(BLKIF_RESPONSE.size);
   private readonly rspView = new DataView(this.rsp.buffer);
   /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes). */
@@ -186,7 +193,7 @@ export class BlkifEngine {
   }
 
   get halted(): boolean { return this.state === 'halted'; }
-  /** Flushes and barriers not yet answered. */
+  /** Flushes, barriers and discards not yet answered. */
   get pending(): number { return this.inFlight.size; }
 
   /** Consume and serve every request available (the event channel's handler); returns how many were taken. */
@@ -271,6 +278,7 @@ export class BlkifEngine {
     if (this.state === 'stopped') return;
     this.state = 'stopped';
     this.barrier = false;
+    this.afterDiscards = [];
     for (const f of this.inFlight) this.respond(f.id, f.rspOp, BLKIF_RSP_ERROR);
     this.inFlight.clear();
     this.push();
@@ -355,7 +363,7 @@ export class BlkifEngine {
         return this.respond(c.id, c.rspOp, c.status);
       case 'discard':
         this.counters.dsReq++;
-        return this.respond(c.id, c.rspOp, this.discard(c));
+        return this.startDiscard(c);
       case 'io':
         if (c.op === BLKIF_OP_WRITE_BARRIER) return this.startBarrier(c);
         if (c.op === BLKIF_OP_FLUSH_DISKCACHE) return this.startFlush(c);
@@ -453,14 +461,36 @@ export class BlkifEngine {
     else this.counters.wrSect += n;
   }
 
-  private discard(c: CheckedDiscard): number {
+  /**
+   * DISCARD: the storage punches the hole (or writes zeroes) off Dom0's vCPU;
+   * answered when it is done (at once for a null device). Other requests are
+   * served meanwhile; a barrier waits for it (see startBarrier).
+   */
+  private startDiscard(c: CheckedDiscard): void {
+    const f: InFlight = { id: c.id, rspOp: c.rspOp };
+    this.inFlight.add(f);
+    this.discards++;
+    let inline = true;
+    const finish = (err: Error | null): void => {
+      this.discards--;
+      if (this.inFlight.delete(f)) {
+        if (err) limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, err: String(err) }, 'discard failed');
+        this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : BLKIF_RSP_OKAY);
+        // (Answered inline, the batch's push publishes it.)
+        if (!inline) this.push();
+      }
+      if (this.discards === 0 && this.afterDiscards.length > 0) {
+        const work = this.afterDiscards;
+        this.afterDiscards = [];
+        for (const w of work) w();
+      }
+    };
     try {
-      this.d.storage.discard(c.sector, c.nrSectors);
-      return BLKIF_RSP_OKAY;
+      this.d.storage.discard(c.sector, c.nrSectors, (err) => (inline ? finish(err) : this.d.post(() => finish(err))));
     } catch (e) {
-      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, err: String(e) }, 'discard failed');
-      return BLKIF_RSP_ERROR;
+      finish(e instanceof Error ? e : new Error(String(e)));
     }
+    inline = false;
   }
 
   /**
@@ -482,18 +512,24 @@ export class BlkifEngine {
     }));
   }
 
-  /** WRITE_BARRIER: sync what came before, then its own data, then go on with later requests. */
+  /**
+   * WRITE_BARRIER: what came before finishes (writes are synchronous; a
+   * discard still running is waited for), fdatasync, then its own data, then
+   * later requests.
+   */
   private startBarrier(c: CheckedIo): void {
     if (this.d.storage.isNull) return this.respond(c.id, c.rspOp, this.dataOf(c));
     const f: InFlight = { id: c.id, rspOp: c.rspOp };
     this.inFlight.add(f);
     this.barrier = true;
-    this.d.storage.flush((err) => this.d.post(() => {
+    const sync = (): void => this.d.storage.flush((err) => this.d.post(() => {
       if (!this.inFlight.delete(f)) return;
       this.barrier = false;
       this.respond(f.id, f.rspOp, err ? BLKIF_RSP_ERROR : this.dataOf(c));
       this.push();
       this.kick();
     }));
+    if (this.discards === 0) sync();
+    else this.afterDiscards.push(sync);
   }
 }

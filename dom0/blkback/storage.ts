@@ -10,10 +10,17 @@
  *
  * Durability: `flush` calls fdatasync(2) in libuv's thread pool and reports
  * through its callback, so Dom0's vCPU never waits in a long sync call.
- * Discard: Node has no fallocate(PUNCH_HOLE), so a discarded range is
- * overwritten with zeroes (synchronously, in 1 MiB writes): the data is gone,
- * as after a discard that zeroes, but no space is given back to the host.
+ * Discard punches a hole (fallocate(FALLOC_FL_PUNCH_HOLE | KEEP_SIZE), what
+ * Linux's loop device does for a file; Node has no fallocate, so through
+ * util-linux's fallocate(1) in a child process): the range reads as zeroes
+ * and its space goes back to the host. Where that fails (no fallocate(1), a
+ * filesystem without holes) the range is overwritten with zeroes in 1 MiB
+ * writes in the host's thread pool. Either way Dom0's vCPU does not wait:
+ * `discard` reports through its callback. A file's discards run one at a
+ * time, in the order asked, each through its own fd (the device's may be
+ * closed meanwhile).
  */
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import type { GuestRange, HostDma } from '../../shared/guest/api.ts';
 import { BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
@@ -29,8 +36,11 @@ export interface BlockStorage {
   write(ranges: readonly GuestRange[], position: number): number;
   /** Make every write done so far durable; `done(err)` runs when it is (possibly later, from a host callback). */
   flush(done: (err: Error | null) => void): void;
-  /** Discard [sector, sector + n): afterwards the range reads as zeroes. */
-  discard(sector: number, n: number): void;
+  /**
+   * Discard [sector, sector + n): afterwards the range reads as zeroes.
+   * `done(err)` runs when it has (possibly later, from a host callback).
+   */
+  discard(sector: number, n: number, done: (err: Error | null) => void): void;
   close(): void;
 }
 
@@ -44,12 +54,45 @@ export class StorageError extends Error {
 
 const ZEROES = new Uint8Array(1 << 20);
 
+/**
+ * Overwrite [pos, pos + len) of the file at `path` with zeroes, 1 MiB per
+ * write, in the host's thread pool, through an fd of its own; then `done`.
+ */
+function writeZeroes(path: string, pos: number, len: number, done: (err: Error | null) => void): void {
+  fs.open(path, 'r+', (err, fd) => {
+    if (err) return done(err);
+    const step = (at: number, left: number): void => {
+      if (left === 0) return fs.close(fd, (e) => done(e));
+      const n = Math.min(left, ZEROES.length);
+      fs.write(fd, ZEROES, 0, n, at, (e, wrote) => {
+        if (e || wrote === 0) return fs.close(fd, () => done(e ?? new Error(`discard: no progress writing zeroes at ${at}`)));
+        step(at + wrote, left - wrote);
+      });
+    };
+    step(pos, len);
+  });
+}
+
+/** A discard waiting for its turn (FileStorage runs them one at a time). */
+interface PendingDiscard { readonly pos: number; readonly len: number; readonly done: (err: Error | null) => void }
+
+export interface FileStorageOptions {
+  /** The fallocate(1) to punch holes with (default `fallocate`, from PATH); null: never, zeroes are written instead. */
+  readonly fallocate?: string | null;
+}
+
 export class FileStorage implements BlockStorage {
   readonly isNull = false;
   readonly sectors: number;
   private fd: number;
+  private readonly discards: PendingDiscard[] = [];
+  private discarding = false;
+  private readonly fallocate: string | null;
+  /** Discards that punched a hole / that wrote zeroes instead (tests, statistics). */
+  readonly discardStats = { punched: 0, zeroed: 0 };
 
-  constructor(readonly path: string, readonly writable: boolean, private readonly dma: HostDma) {
+  constructor(readonly path: string, readonly writable: boolean, private readonly dma: HostDma, o: FileStorageOptions = {}) {
+    this.fallocate = o.fallocate === undefined ? 'fallocate' : o.fallocate;
     try {
       this.fd = fs.openSync(path, writable ? 'r+' : 'r');
     } catch (e) {
@@ -72,15 +115,32 @@ export class FileStorage implements BlockStorage {
     fs.fdatasync(this.fd, (err) => done(err));
   }
 
-  discard(sector: number, n: number): void {
-    let pos = sector * BLKIF_SECTOR_SIZE;
-    let left = n * BLKIF_SECTOR_SIZE;
-    while (left > 0) {
-      const len = Math.min(left, ZEROES.length);
-      fs.writeSync(this.fd, ZEROES, 0, len, pos);
-      pos += len;
-      left -= len;
-    }
+  discard(sector: number, n: number, done: (err: Error | null) => void): void {
+    this.discards.push({ pos: sector * BLKIF_SECTOR_SIZE, len: n * BLKIF_SECTOR_SIZE, done });
+    this.nextDiscard();
+  }
+
+  /** Start the oldest waiting discard unless one runs: a hole, or zeroes where no hole can be made. */
+  private nextDiscard(): void {
+    if (this.discarding) return;
+    const d = this.discards.shift();
+    if (!d) return;
+    this.discarding = true;
+    const finish = (err: Error | null): void => {
+      this.discarding = false;
+      d.done(err);
+      this.nextDiscard();
+    };
+    const zero = (): void => writeZeroes(this.path, d.pos, d.len, (err) => {
+      if (!err) this.discardStats.zeroed++;
+      finish(err);
+    });
+    if (this.fallocate === null || d.len === 0) return zero();
+    execFile(this.fallocate, ['--punch-hole', '--offset', String(d.pos), '--length', String(d.len), '--', this.path], (err) => {
+      if (err) return zero();
+      this.discardStats.punched++;
+      finish(null);
+    });
   }
 
   close(): void {
@@ -97,7 +157,7 @@ export class NullStorage implements BlockStorage {
   read(ranges: readonly GuestRange[]): number { let n = 0; for (const r of ranges) n += r.len; return n; }
   write(ranges: readonly GuestRange[]): number { let n = 0; for (const r of ranges) n += r.len; return n; }
   flush(done: (err: Error | null) => void): void { done(null); }
-  discard(): void {}
+  discard(_sector: number, _n: number, done: (err: Error | null) => void): void { done(null); }
   close(): void {}
 }
 

@@ -288,6 +288,50 @@ describe('blkback data path', () => {
     await tb.unplug(f.domid, f.devid);
   });
 
+  it('direct READs and WRITEs are staged: their I/O back to back in ring order, then their answers; another kind of request runs them first', async () => {
+    const calls: string[] = [];
+    let answered = (): number => 0;
+    const { tb, f } = await connected({
+      wrapStorage: (s) => ({
+        sectors: s.sectors, isNull: s.isNull, discard: s.discard.bind(s), close: s.close.bind(s),
+        // Each call notes how many answers were put on the ring before it.
+        read: (r, pos) => { calls.push(`read@${pos / 512} after ${answered()}`); return s.read(r, pos); },
+        write: (r, pos) => { calls.push(`write@${pos / 512} after ${answered()}`); return s.write(r, pos); },
+        flush: (done) => { calls.push(`fdatasync after ${answered()}`); s.flush(done); },
+      }),
+    });
+    const ring = (tb.driver.device(f.domid, f.devid)!.engine as unknown as { d: { ring: { rspProdPvt: number } } }).d.ring;
+    answered = () => ring.rspProdPvt;
+    const [a, b, c] = [f.page(), f.page(), f.page()];
+    f.mem.write(a.gpa, pattern(4096, 5));
+    f.put(rw(BLKIF_OP_WRITE, 1n, 0, [seg(a.gref)]));
+    f.put(rw(BLKIF_OP_READ, 2n, 0, [seg(b.gref)]));
+    f.put(rw(BLKIF_OP_WRITE, 3n, 8, [seg(a.gref)]));
+    f.put(rw(BLKIF_OP_FLUSH_DISKCACHE, 4n, 0, []));
+    f.put(rw(BLKIF_OP_READ, 5n, 8, [seg(c.gref)]));
+    const r = await f.submit(5);
+    expect(r.map((x) => [x.id, x.status])).toEqual([[1n, 0], [2n, 0], [3n, 0], [5n, 0], [4n, 0]]);
+    // The READ staged behind the WRITE of the same sectors reads what it wrote.
+    expect(f.mem.read(b.gpa, 4096)).toEqual(pattern(4096, 5));
+    expect(f.mem.read(c.gpa, 4096)).toEqual(pattern(4096, 5));
+    expect(calls).toEqual(['write@0 after 0', 'read@0 after 0', 'write@8 after 0', 'fdatasync after 3', 'read@8 after 3']);
+  });
+
+  it('a staged request whose grant cannot be mapped is answered ERROR; the others in its batch are served; nothing stays mapped', async () => {
+    const { tb, f, before } = await connected();
+    const p = f.page();
+    f.mem.write(p.gpa, pattern(4096, 9));
+    f.put(rw(BLKIF_OP_WRITE, 1n, 0, [seg(p.gref)]));
+    f.put(rw(BLKIF_OP_READ, 2n, 0, [seg(4000)]));
+    f.put(rw(BLKIF_OP_READ, 3n, 0, [seg(p.gref)]));
+    const r = await f.submit(3);
+    expect(r.map((x) => [x.id, x.status]).sort((x, y) => Number((x[0] as bigint) - (y[0] as bigint)))).toEqual([[1n, BLKIF_RSP_OKAY], [2n, BLKIF_RSP_ERROR], [3n, BLKIF_RSP_OKAY]]);
+    expect(f.mem.read(p.gpa, 4096)).toEqual(pattern(4096, 9));
+    await tb.unplug(f.domid, f.devid);
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+  });
+
   it('an indirect WRITE of 64 segments lands in the file', async () => {
     const { f, path } = await connected();
     const pages = Array.from({ length: 64 }, (_, i) => { const p = f.page(); f.mem.write(p.gpa, pattern(4096, i)); return p; });

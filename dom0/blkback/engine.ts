@@ -295,7 +295,7 @@ export class BlkifEngine {
     const k = this.staged;
     const read = op === BLKIF_OP_READ;
     const maps = this.stageMaps[k]!;
-    if (!maps.map(this.direct.segs, !read)) return this.respondToEntry(op, this.io(read, 0, 0, false, null));
+    if (!maps.map(this.direct.segs, !read)) return this.respondToEntry(op, this.unmappable(null));
     this.countSectors(read, nrSectors);
     this.stOp[k] = op;
     this.stPos[k] = this.direct.sector * BLKIF_SECTOR_SIZE;
@@ -518,11 +518,7 @@ export class BlkifEngine {
    * mappings are released after it.
    */
   private io(read: boolean, sector: number, nrSectors: number, mapped: boolean, id: bigint | null): number {
-    if (!mapped) {
-      const idText = String(id ?? this.entryView.getBigUint64(REQ_ID, true));
-      limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: idText }, 'cannot map a segment grant');
-      return BLKIF_RSP_ERROR;
-    }
+    if (!mapped) return this.unmappable(id);
     // Submitted (Linux counts sectors once the bios are submitted, before they complete).
     this.countSectors(read, nrSectors);
     try {
@@ -536,6 +532,13 @@ export class BlkifEngine {
     } finally {
       this.maps.release();
     }
+  }
+
+  /** A request whose segments could not be mapped (`id` null: the one in `entry`): logged, ERROR. */
+  private unmappable(id: bigint | null): number {
+    const idText = String(id ?? this.entryView.getBigUint64(REQ_ID, true));
+    limitedWarn(limiter, log, this.d.dev, { dev: this.d.dev, id: idText }, 'cannot map a segment grant');
+    return BLKIF_RSP_ERROR;
   }
 
   private countSectors(read: boolean, n: number): void {

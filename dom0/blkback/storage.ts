@@ -87,7 +87,8 @@ export class FileStorage implements BlockStorage {
   private fd: number;
   private readonly discards: PendingDiscard[] = [];
   private discarding = false;
-  private readonly fallocate: string | null;
+  /** fallocate(1), until it turns out not to exist (null: write zeroes). */
+  private fallocate: string | null;
   /** Discards that punched a hole / that wrote zeroes instead (tests, statistics). */
   readonly discardStats = { punched: 0, zeroed: 0 };
 
@@ -125,6 +126,7 @@ export class FileStorage implements BlockStorage {
     if (this.discarding) return;
     const d = this.discards.shift();
     if (!d) return;
+    if (d.len === 0) return d.done(null);
     this.discarding = true;
     const finish = (err: Error | null): void => {
       this.discarding = false;
@@ -135,15 +137,24 @@ export class FileStorage implements BlockStorage {
       if (!err) this.discardStats.zeroed++;
       finish(err);
     });
-    if (this.fallocate === null || d.len === 0) return zero();
+    if (this.fallocate === null) return zero();
     execFile(this.fallocate, ['--punch-hole', '--offset', String(d.pos), '--length', String(d.len), '--', this.path], (err) => {
-      if (err) return zero();
+      if (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.fallocate = null; // no such program: do not look again
+        return zero();
+      }
       this.discardStats.punched++;
       finish(null);
     });
   }
 
+  /**
+   * Close the file. Discards still waiting their turn are dropped (their
+   * callbacks get an error): nothing touches the image once its device is
+   * gone but the one already running, which finishes on its own fd.
+   */
   close(): void {
+    for (const d of this.discards.splice(0)) d.done(new StorageError(`${this.path} closed before the discard ran`));
     if (this.fd < 0) return;
     fs.closeSync(this.fd);
     this.fd = -1;

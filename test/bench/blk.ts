@@ -444,7 +444,9 @@ in-thread probes named below.
   pread through HostDma (~1.3 µs in one thread) and its own path (~0.4 µs: the request's
   copy, decode and checks, the persistent-grant lookup, the response). The rest of each
   request also costs the pread some of the core's caches (in one thread, touching 32-256 KiB
-  of other memory between 4 KiB preads made each ~0.15-0.35 µs slower). The host runs V8
+  of other memory between 4 KiB preads made each ~0.15-0.35 µs slower); blkback runs a push
+  batch's transfers back to back, between their decoding and their answers, which won
+  ~0.2 µs a request of it back (docs/block.md, "Requests"). The host runs V8
   without helper threads and the scheduler no longer switches a vCPU out at the end of its
   slice when nobody waits (docs/block.md: each took idle time away from Dom0); what idle is
   left is mostly the guest's young-generation collections (~1 KB allocated per request in

@@ -215,6 +215,25 @@ describe('FileStorage.discard', () => {
     s.close();
   });
 
+  it('closed with discards waiting: they are dropped with an error and the image is left alone; the running one finishes', async () => {
+    const path = tempDisk(MIB, filled);
+    const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const tool = join(dir, 'fallocate');
+    writeFileSync(tool, '#!/bin/sh\nsleep 0.05\nexit 1\n');
+    chmodSync(tool, 0o755);
+    const s = new FileStorage(path, true, m.dma, { fallocate: tool });
+    const results: string[] = [];
+    const ask = (sector: number) => new Promise<void>((res) => s.discard(sector, 8, (err) => { results.push(`${sector}:${err === null ? 'ok' : err.message}`); res(); }));
+    const all = Promise.all([ask(0), ask(8), ask(16)]);
+    s.close();
+    await all;
+    expect(results).toEqual([`8:${path} closed before the discard ran`, `16:${path} closed before the discard ran`, '0:ok']);
+    const file = readFileSync(path);
+    expect(file.subarray(0, 8 * 512).every((x) => x === 0)).toBe(true);
+    expect(file.subarray(8 * 512).every((x) => x === 0xaa)).toBe(true);
+  });
+
   it('a discard on a file that is gone reports its error (the engine answers ERROR)', async () => {
     const path = tempDisk(MIB, filled);
     const s = new FileStorage(path, true, m.dma, { fallocate: null });

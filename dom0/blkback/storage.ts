@@ -17,8 +17,9 @@
  * filesystem without holes) the range is overwritten with zeroes in 1 MiB
  * writes in the host's thread pool. Either way Dom0's vCPU does not wait:
  * `discard` reports through its callback. A file's discards run one at a
- * time, in the order asked, each through its own fd (the device's may be
- * closed meanwhile).
+ * time, in the order asked (waiting ones whose ranges overlap or touch are
+ * merged into one), each through its own fd (the device's may be closed
+ * meanwhile).
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -89,7 +90,7 @@ export class FileStorage implements BlockStorage {
   private discarding = false;
   /** fallocate(1), until it turns out not to exist (null: write zeroes). */
   private fallocate: string | null;
-  /** Discards that punched a hole / that wrote zeroes instead (tests, statistics). */
+  /** Holes punched / ranges zeroed instead (one per run of merged discards; tests, statistics). */
   readonly discardStats = { punched: 0, zeroed: 0 };
 
   constructor(readonly path: string, readonly writable: boolean, private readonly dma: HostDma, o: FileStorageOptions = {}) {
@@ -121,24 +122,43 @@ export class FileStorage implements BlockStorage {
     this.nextDiscard();
   }
 
-  /** Start the oldest waiting discard unless one runs: a hole, or zeroes where no hole can be made. */
+  /**
+   * Unless one runs, start the oldest waiting discard, together with the
+   * waiting ones right behind it whose ranges overlap or touch what is
+   * gathered so far (one hole for all; each is answered when it is made):
+   * a hole, or zeroes where no hole can be made. Empty discards are answered
+   * at once.
+   */
   private nextDiscard(): void {
     if (this.discarding) return;
-    const d = this.discards.shift();
-    if (!d) return;
-    if (d.len === 0) return d.done(null);
+    let first = this.discards.shift();
+    while (first && first.len === 0) {
+      first.done(null);
+      first = this.discards.shift();
+    }
+    if (!first) return;
+    const batch = [first];
+    let start = first.pos;
+    let end = first.pos + first.len;
+    for (let next = this.discards[0]; next && (next.len === 0 || (next.pos <= end && next.pos + next.len >= start)); next = this.discards[0]) {
+      this.discards.shift();
+      batch.push(next);
+      if (next.len === 0) continue;
+      start = Math.min(start, next.pos);
+      end = Math.max(end, next.pos + next.len);
+    }
     this.discarding = true;
     const finish = (err: Error | null): void => {
       this.discarding = false;
-      d.done(err);
+      for (const d of batch) d.done(err);
       this.nextDiscard();
     };
-    const zero = (): void => writeZeroes(this.path, d.pos, d.len, (err) => {
+    const zero = (): void => writeZeroes(this.path, start, end - start, (err) => {
       if (!err) this.discardStats.zeroed++;
       finish(err);
     });
     if (this.fallocate === null) return zero();
-    execFile(this.fallocate, ['--punch-hole', '--offset', String(d.pos), '--length', String(d.len), '--', this.path], (err) => {
+    execFile(this.fallocate, ['--punch-hole', '--offset', String(start), '--length', String(end - start), '--', this.path], (err) => {
       if (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.fallocate = null; // no such program: do not look again
         return zero();

@@ -161,7 +161,8 @@ describe('blkback DISCARD', () => {
     const r = await f.submit(32);
     expect(r.map((x) => x.id).sort((a, b) => Number(a - b))).toEqual(Array.from({ length: 32 }, (_, i) => BigInt(i)));
     expect(r.every((x) => x.status === BLKIF_RSP_OKAY)).toBe(true);
-    expect(storage.discardStats.punched + storage.discardStats.zeroed).toBe(32);
+    // The first ran alone; the 31 that waited behind it covered the same range: one more hole for all.
+    expect(storage.discardStats.punched + storage.discardStats.zeroed).toBe(2);
     expect(readFileSync(path).every((x) => x === 0)).toBe(true);
     expect(tb.driver.device(f.domid, f.devid)!.counters.dsReq).toBe(32);
   });
@@ -206,12 +207,49 @@ describe('FileStorage.discard', () => {
     chmodSync(tool, 0o755);
     const s = new FileStorage(path, true, m.dma, { fallocate: tool });
     const order: string[] = [];
-    const ask = (sector: number) => new Promise<void>((res) => s.discard(sector, 8, (err) => { order.push(`${sector}:${err === null}`); res(); }));
-    await Promise.all([ask(0), ask(8), ask(16)]);
-    expect(order).toEqual(['0:true', '8:true', '16:true']);
-    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual(['start 0', 'end 0', 'start 4096', 'end 4096', 'start 8192', 'end 8192']);
+    const ask = (sector: number, n = 8) => new Promise<void>((res) => s.discard(sector, n, (err) => { order.push(`${sector}:${err === null}`); res(); }));
+    // Apart from each other: one at a time, in order.
+    await Promise.all([ask(0), ask(32), ask(64)]);
+    expect(order).toEqual(['0:true', '32:true', '64:true']);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual(['start 0', 'end 0', 'start 16384', 'end 16384', 'start 32768', 'end 32768']);
     expect(s.discardStats).toEqual({ punched: 0, zeroed: 3 });
-    expect(readFileSync(path).subarray(0, 24 * 512).every((x) => x === 0)).toBe(true);
+    const file = readFileSync(path);
+    for (const at of [0, 32, 64]) expect(file.subarray(at * 512, (at + 8) * 512).every((x) => x === 0)).toBe(true);
+    expect(file.subarray(8 * 512, 32 * 512).every((x) => x === 0xaa)).toBe(true);
+    s.close();
+  });
+
+  it('merges the discards waiting behind a running one whose ranges overlap or touch (one hole for them all), answers empty ones at once', async () => {
+    const path = tempDisk(MIB, filled);
+    const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const log = join(dir, 'log');
+    const tool = join(dir, 'fallocate');
+    writeFileSync(tool, `#!/bin/sh\necho "$3 $5" >> ${log}\nsleep 0.05\nexit 1\n`);
+    chmodSync(tool, 0o755);
+    const s = new FileStorage(path, true, m.dma, { fallocate: tool });
+    const order: string[] = [];
+    const ask = (sector: number, n: number) => new Promise<void>((res) => s.discard(sector, n, (err) => { order.push(`${sector}+${n}:${err === null}`); res(); }));
+    // 100+8 runs alone; behind it 16+8, 24+8 (touching), an empty one, 20+16 (overlapping) merge into 16..36;
+    // 200+8 is apart and runs after them.
+    await Promise.all([ask(100, 8), ask(16, 8), ask(24, 8), ask(50, 0), ask(20, 16), ask(200, 8)]);
+    expect(order).toEqual(['100+8:true', '16+8:true', '24+8:true', '50+0:true', '20+16:true', '200+8:true']);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual([`${100 * 512} ${8 * 512}`, `${16 * 512} ${20 * 512}`, `${200 * 512} ${8 * 512}`]);
+    expect(s.discardStats).toEqual({ punched: 0, zeroed: 3 });
+    const file = readFileSync(path);
+    expect(file.subarray(16 * 512, 36 * 512).every((x) => x === 0)).toBe(true);
+    expect(file[16 * 512 - 1]).toBe(0xaa);
+    expect(file[36 * 512]).toBe(0xaa);
+    s.close();
+  });
+
+  it('an empty discard waiting behind others does not hold up those after it', async () => {
+    const path = tempDisk(MIB, filled);
+    const s = new FileStorage(path, true, m.dma, { fallocate: null });
+    const order: string[] = [];
+    const ask = (sector: number, n: number) => new Promise<void>((res) => s.discard(sector, n, () => { order.push(`${sector}+${n}`); res(); }));
+    await Promise.all([ask(0, 8), ask(500, 0), ask(100, 8)]);
+    expect(order).toEqual(['0+8', '500+0', '100+8']);
     s.close();
   });
 

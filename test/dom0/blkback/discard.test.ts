@@ -42,6 +42,22 @@ function holesWork(): boolean {
   }
 }
 
+/**
+ * A stand-in fallocate(1) for the test: a shell script running `body` (given
+ * the path of a log file it may append to; $3 is the offset, $5 the length),
+ * then failing, so that FileStorage writes zeroes instead. Removed when the
+ * test finishes.
+ */
+function fakeFallocate(body: (log: string) => string): { tool: string; log: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const log = join(dir, 'log');
+  const tool = join(dir, 'fallocate');
+  writeFileSync(tool, `#!/bin/sh\n${body(log)}\nexit 1\n`);
+  chmodSync(tool, 0o755);
+  return { tool, log };
+}
+
 /** Connect the fake frontend to a 4 MiB image full of 0xaa; `wrap` interposes on its storage. */
 async function connected(wrap?: (s: BlockStorage) => BlockStorage) {
   let storage: BlockStorage | undefined;
@@ -199,12 +215,7 @@ describe('FileStorage.discard', () => {
   it('runs a file\'s discards one at a time, in the order asked (one fallocate(1) at a time)', async () => {
     const path = tempDisk(MIB, filled);
     // A fallocate that logs its start and end around a short sleep, then fails (so zeroes are written).
-    const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
-    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-    const log = join(dir, 'log');
-    const tool = join(dir, 'fallocate');
-    writeFileSync(tool, `#!/bin/sh\necho "start $3" >> ${log}\nsleep 0.05\necho "end $3" >> ${log}\nexit 1\n`);
-    chmodSync(tool, 0o755);
+    const { tool, log } = fakeFallocate((log) => `echo "start $3" >> ${log}\nsleep 0.05\necho "end $3" >> ${log}`);
     const s = new FileStorage(path, true, m.dma, { fallocate: tool });
     const order: string[] = [];
     const ask = (sector: number, n = 8) => new Promise<void>((res) => s.discard(sector, n, (err) => { order.push(`${sector}:${err === null}`); res(); }));
@@ -221,12 +232,7 @@ describe('FileStorage.discard', () => {
 
   it('merges the discards waiting behind a running one whose ranges overlap or touch (one hole for them all), answers empty ones at once', async () => {
     const path = tempDisk(MIB, filled);
-    const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
-    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-    const log = join(dir, 'log');
-    const tool = join(dir, 'fallocate');
-    writeFileSync(tool, `#!/bin/sh\necho "$3 $5" >> ${log}\nsleep 0.05\nexit 1\n`);
-    chmodSync(tool, 0o755);
+    const { tool, log } = fakeFallocate((log) => `echo "$3 $5" >> ${log}\nsleep 0.05`);
     const s = new FileStorage(path, true, m.dma, { fallocate: tool });
     const order: string[] = [];
     const ask = (sector: number, n: number) => new Promise<void>((res) => s.discard(sector, n, (err) => { order.push(`${sector}+${n}:${err === null}`); res(); }));
@@ -255,11 +261,7 @@ describe('FileStorage.discard', () => {
 
   it('closed with discards waiting: they are dropped with an error and the image is left alone; the running one finishes', async () => {
     const path = tempDisk(MIB, filled);
-    const dir = mkdtempSync(join(tmpdir(), 'xents-fallocate-'));
-    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-    const tool = join(dir, 'fallocate');
-    writeFileSync(tool, '#!/bin/sh\nsleep 0.05\nexit 1\n');
-    chmodSync(tool, 0o755);
+    const { tool } = fakeFallocate(() => 'sleep 0.05');
     const s = new FileStorage(path, true, m.dma, { fallocate: tool });
     const results: string[] = [];
     const ask = (sector: number) => new Promise<void>((res) => s.discard(sector, 8, (err) => { results.push(`${sector}:${err === null ? 'ok' : err.message}`); res(); }));

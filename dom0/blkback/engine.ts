@@ -304,6 +304,8 @@ export class BlkifEngine {
     this.stId[2 * k] = ev.getUint32(REQ_ID, true);
     this.stId[2 * k + 1] = ev.getUint32(REQ_ID + 4, true);
     this.staged = k + 1;
+    // serve's push point runs a full batch first (it counts every request, staged ones among
+    // them); this keeps the stage arrays bounded whoever calls.
     if (this.staged === STAGE_MAX) this.runStaged();
   }
 

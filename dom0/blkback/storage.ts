@@ -74,6 +74,23 @@ function writeZeroes(path: string, pos: number, len: number, done: (err: Error |
   });
 }
 
+/**
+ * Open an image for a vbd. With O_NOATIME where the host allows it (the
+ * caller owns the file or has CAP_FOWNER; otherwise EPERM, and it is opened
+ * without): a guest's reads then leave the image's access time alone, and
+ * the host's read path skips the atime check, ~7% of a cache-hot 4 KiB
+ * pread here (docs/block.md, "Requests").
+ */
+function openImage(path: string, writable: boolean): number {
+  const mode = writable ? fs.constants.O_RDWR : fs.constants.O_RDONLY;
+  try {
+    return fs.openSync(path, mode | fs.constants.O_NOATIME);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EPERM') throw e;
+    return fs.openSync(path, mode);
+  }
+}
+
 /** A discard waiting for its turn (FileStorage runs them one at a time). */
 interface PendingDiscard { readonly pos: number; readonly len: number; readonly done: (err: Error | null) => void }
 
@@ -96,7 +113,7 @@ export class FileStorage implements BlockStorage {
   constructor(readonly path: string, readonly writable: boolean, private readonly dma: HostDma, o: FileStorageOptions = {}) {
     this.fallocate = o.fallocate === undefined ? 'fallocate' : o.fallocate;
     try {
-      this.fd = fs.openSync(path, writable ? 'r+' : 'r');
+      this.fd = openImage(path, writable);
     } catch (e) {
       throw new StorageError(`cannot open ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }

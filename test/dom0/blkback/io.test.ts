@@ -5,7 +5,7 @@
  * persistent grants, flush and barrier durability order, multi-page rings,
  * indirect requests, hot-unplug with requests in flight, no leaks.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
   BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
@@ -53,6 +53,23 @@ describe('blkback data path', () => {
     await tb.unplug(f.domid, f.devid);
     expect(tb.dom0Resources()).toEqual(before);
     expect(tb.driver.pool.inUse).toBe(0);
+  });
+
+  it('guest READs leave the image\'s access time alone (opened O_NOATIME); a plain read on the same mount moves it', async (ctx) => {
+    const { tb, f, path } = await connected();
+    const old = Date.now() / 1000 - 3 * 86400; // older than relatime's day: any atime-updating read moves it
+    const atime = (): number => statSync(path).atimeMs / 1000;
+    utimesSync(path, old, old);
+    const fd = openSync(path, 'r');
+    readSync(fd, new Uint8Array(512), 0, 512, 0);
+    closeSync(fd);
+    if (Math.abs(atime() - old) < 1) ctx.skip('the temp directory\'s filesystem does not update access times (noatime mount)');
+    utimesSync(path, old, old);
+    const p = f.page();
+    for (let i = 0; i < 4; i++) f.put(rw(BLKIF_OP_READ, BigInt(i), i * 8, [seg(p.gref)]));
+    expect((await f.submit(4)).map((r) => r.status)).toEqual([0, 0, 0, 0].map(() => BLKIF_RSP_OKAY));
+    expect(Math.abs(atime() - old)).toBeLessThan(1);
+    await tb.unplug(f.domid, f.devid);
   });
 
   it('answers every malformed request with ERROR/EOPNOTSUPP and goes on', async () => {

@@ -259,6 +259,41 @@ describe('FileStorage.discard', () => {
     s.close();
   });
 
+  it('scattered discards are punched by one helper shell (fallocate(1) is not started by Dom0 per discard); closing the image ends it', async () => {
+    const path = tempDisk(MIB, filled);
+    // Logs the pid of the process that started it: the helper shell.
+    const { tool, log } = fakeFallocate((log) => `echo "$PPID $3" >> ${log}`);
+    const s = new FileStorage(path, true, m.dma, { fallocate: tool });
+    const ask = (sector: number) => new Promise<Error | null>((res) => s.discard(sector, 8, res));
+    const at = Array.from({ length: 12 }, (_, i) => i * 64);
+    expect(await Promise.all(at.map(ask))).toEqual(at.map(() => null));
+    const helper = s.puncherPid!;
+    expect(helper).toBeGreaterThan(0);
+    expect(helper).not.toBe(process.pid);
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual(at.map((a) => `${helper} ${a * 512}`));
+    expect(s.discardStats).toEqual({ punched: 0, zeroed: 12 });
+    s.close();
+    const alive = (): boolean => { try { process.kill(helper, 0); return true; } catch { return false; } };
+    for (let i = 0; i < 200 && alive(); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(alive()).toBe(false);
+  });
+
+  it('a helper that dies: the discard it ran is done with zeroes, so are later ones, and no helper is started again', async () => {
+    const path = tempDisk(MIB, filled);
+    // Kills the helper shell that started it.
+    const { tool, log } = fakeFallocate((log) => `echo "$3" >> ${log}\nkill -9 $PPID`);
+    const s = new FileStorage(path, true, m.dma, { fallocate: tool });
+    const ask = (sector: number) => new Promise<Error | null>((res) => s.discard(sector, 8, res));
+    expect(await ask(0)).toBeNull();
+    expect(await ask(64)).toBeNull();
+    expect(readFileSync(log, 'utf8').trim().split('\n')).toEqual(['0']);
+    expect(s.discardStats).toEqual({ punched: 0, zeroed: 2 });
+    const file = readFileSync(path);
+    for (const a of [0, 64]) expect(file.subarray(a * 512, (a + 8) * 512).every((x) => x === 0)).toBe(true);
+    expect(file[8 * 512]).toBe(0xaa);
+    s.close();
+  });
+
   it('closed with discards waiting: they are dropped with an error and the image is left alone; the running one finishes', async () => {
     const path = tempDisk(MIB, filled);
     const { tool } = fakeFallocate(() => 'sleep 0.05');

@@ -97,7 +97,7 @@ function openImage(path: string, writable: boolean): number {
  */
 const PUNCH_SCRIPT = 'while read -r off len; do "$1" --punch-hole --offset "$off" --length "$len" -- "$2" </dev/null >/dev/null 2>&1; echo $?; done';
 /** A punch's answer when the helper is gone (it could not be started, or it died). */
-export const PUNCHER_GONE = -1;
+const PUNCHER_GONE = -1;
 
 /**
  * A long-lived shell that runs fallocate(1) for an image, one hole at a time,

@@ -92,83 +92,101 @@ function openImage(path: string, writable: boolean): number {
 }
 
 /**
- * The helper's script: for each line "<offset> <length>" read, run fallocate(1)
- * ($1) on the image ($2) and answer its exit status on a line.
+ * The helper's script. Each line it reads is a list of holes, "<offset>
+ * <length>" pairs; it runs fallocate(1) ($1) on the image ($2) for each in
+ * turn and answers the exit statuses on one line.
  */
-const PUNCH_SCRIPT = 'while read -r off len; do "$1" --punch-hole --offset "$off" --length "$len" -- "$2" </dev/null >/dev/null 2>&1; echo $?; done';
-/** A punch's answer when the helper is gone (it could not be started, or it died). */
+const PUNCH_SCRIPT = 'tool=$1; img=$2; while read -r line; do set -- $line; out=; while [ $# -ge 2 ]; do ' +
+  '"$tool" --punch-hole --offset "$1" --length "$2" -- "$img" </dev/null >/dev/null 2>&1; out="$out $?"; shift 2; done; echo $out; done';
+/** A hole's status when the helper is gone (it could not be started, it died, or it was ended). */
 const PUNCHER_GONE = -1;
+/** The most runs of discards sent to the helper in one line (a ring of order 0 holds 32 requests). */
+const PUNCH_BATCH = 32;
 
 /**
- * A long-lived shell that runs fallocate(1) for an image, one hole at a time,
- * started at the image's first discard and ended when it is closed. Starting
- * a process blocks the thread that starts it until the child has exec'd: in
+ * A long-lived shell that runs fallocate(1) for an image, started at the
+ * image's first discard and ended when the image is closed. Starting a
+ * process blocks the thread that starts it until the child has exec'd: in
  * Dom0's process, which maps the whole of machine memory, ~2 ms with 160 MiB
  * and ~7 ms with 1 GiB each time (measured), and a guest sending discards of
  * scattered ranges would have had Dom0's vCPU spend most of its time
- * starting fallocate(1)s. Through the helper, Dom0 writes a line to a pipe and
- * reads one back; the forks are the small shell's, on another core if there
- * is one. Not restarted once gone: the image's holes are then zeroes.
+ * starting fallocate(1)s. Through the helper, Dom0 writes one line to a pipe
+ * for all the holes waiting and reads one line back (a round trip through a
+ * pipe costs Node ~65-90 µs of CPU here: one per hole would still be the
+ * larger part of a discard's cost to Dom0); the forks are the small shell's,
+ * on another core if there is one. Not restarted once gone: the image's
+ * holes are then zeroes.
  */
 class HolePuncher {
   private child: ChildProcess | null = null;
   private gone = false;
   private out = '';
-  /** The running punch's callback (FileStorage runs one at a time). */
-  private waiting: ((status: number) => void) | null = null;
+  /** The running request's callback and how many holes it asked for (FileStorage sends one at a time). */
+  private waiting: ((statuses: number[]) => void) | null = null;
+  private asked = 0;
+  /** Lines sent (tests, statistics). */
+  requests = 0;
 
   constructor(private readonly tool: string, private readonly path: string) {}
 
   /** The helper's pid once started (tests). */
   get pid(): number | undefined { return this.child?.pid; }
 
-  /** Punch [pos, pos + len); `done` gets fallocate(1)'s exit status, or PUNCHER_GONE. */
-  punch(pos: number, len: number, done: (status: number) => void): void {
+  /** Punch each [pos, pos + len) of `holes` in turn; `done` gets fallocate(1)'s exit statuses (PUNCHER_GONE: not run). */
+  punch(holes: ReadonlyArray<readonly [number, number]>, done: (statuses: number[]) => void): void {
     const child = this.child ?? this.start();
-    if (child === null) return queueMicrotask(() => done(PUNCHER_GONE));
+    if (child === null) return queueMicrotask(() => done(holes.map(() => PUNCHER_GONE)));
     this.waiting = done;
-    child.stdin!.write(`${pos} ${len}\n`);
+    this.asked = holes.length;
+    this.requests++;
+    child.stdin!.write(`${holes.map(([pos, len]) => `${pos} ${len}`).join(' ')}\n`);
   }
 
   private start(): ChildProcess | null {
     if (this.gone) return null;
     const child = spawn('/bin/sh', ['-c', PUNCH_SCRIPT, 'xents-punch', this.tool, this.path], { stdio: ['pipe', 'pipe', 'ignore'] });
     this.child = child;
-    child.stdin!.on('error', () => { /* EPIPE once it died: its exit answers the punch */ });
+    child.stdin!.on('error', () => { /* EPIPE once it died: its exit answers the request */ });
     child.stdout!.setEncoding('latin1');
     child.stdout!.on('data', (chunk: string) => {
       this.out += chunk;
       for (let nl = this.out.indexOf('\n'); nl >= 0; nl = this.out.indexOf('\n')) {
-        const line = this.out.slice(0, nl);
+        const words = this.out.slice(0, nl).trim().split(/ +/);
         this.out = this.out.slice(nl + 1);
-        this.answer(/^\d+$/.test(line) ? Number(line) : PUNCHER_GONE);
+        this.answer(words.map((w) => (/^\d+$/.test(w) ? Number(w) : PUNCHER_GONE)));
       }
     });
     const died = (): void => {
       this.gone = true;
       this.child = null;
-      this.answer(PUNCHER_GONE);
+      this.answer([]);
     };
     child.on('error', died);
     child.on('close', died);
     return child;
   }
 
-  private answer(status: number): void {
+  /** Answer the running request (holes not answered for: PUNCHER_GONE). */
+  private answer(statuses: number[]): void {
     const w = this.waiting;
+    if (w === null) return;
     this.waiting = null;
-    w?.(status);
+    while (statuses.length < this.asked) statuses.push(PUNCHER_GONE);
+    w(statuses.slice(0, this.asked));
   }
 
-  /** End the helper: it finishes the punch it runs (answered as usual), then exits. */
+  /** End the helper now: a fallocate(1) it runs finishes, no other starts; the request is answered PUNCHER_GONE for what was not run. */
   close(): void {
     this.gone = true;
-    this.child?.stdin!.end();
+    this.child?.kill('SIGKILL');
   }
 }
 
 /** A discard waiting for its turn (FileStorage runs them one at a time). */
 interface PendingDiscard { readonly pos: number; readonly len: number; readonly done: (err: Error | null) => void }
+
+/** Waiting discards made one hole [start, end): their ranges overlap or touch (empty ones ride along). */
+interface DiscardRun { start: number; end: number; readonly members: PendingDiscard[] }
 
 export interface FileStorageOptions {
   /** The fallocate(1) to punch holes with (default `fallocate`, from PATH); null: never, zeroes are written instead. */
@@ -218,60 +236,95 @@ export class FileStorage implements BlockStorage {
   }
 
   /**
-   * Unless one runs, start the oldest waiting discard, together with the
-   * waiting ones right behind it whose ranges overlap or touch what is
-   * gathered so far (one hole for all; each is answered when it is made):
-   * a hole, or zeroes where no hole can be made. Empty discards are answered
-   * at once.
+   * The oldest waiting discard, with the waiting ones right behind it whose
+   * ranges overlap or touch what is gathered so far (one hole for all; empty
+   * ones ride along), taken off the queue; empty discards at its head are
+   * answered at once. Null if none is waiting.
    */
-  private nextDiscard(): void {
-    if (this.discarding) return;
+  private takeRun(): DiscardRun | null {
     let first = this.discards.shift();
     while (first && first.len === 0) {
       first.done(null);
       first = this.discards.shift();
     }
-    if (!first) return;
-    const batch = [first];
-    let start = first.pos;
-    let end = first.pos + first.len;
-    for (let next = this.discards[0]; next && (next.len === 0 || (next.pos <= end && next.pos + next.len >= start)); next = this.discards[0]) {
+    if (!first) return null;
+    const run: DiscardRun = { start: first.pos, end: first.pos + first.len, members: [first] };
+    for (let next = this.discards[0]; next && (next.len === 0 || (next.pos <= run.end && next.pos + next.len >= run.start)); next = this.discards[0]) {
       this.discards.shift();
-      batch.push(next);
+      run.members.push(next);
       if (next.len === 0) continue;
-      start = Math.min(start, next.pos);
-      end = Math.max(end, next.pos + next.len);
+      run.start = Math.min(run.start, next.pos);
+      run.end = Math.max(run.end, next.pos + next.len);
     }
+    return run;
+  }
+
+  /**
+   * Unless some run, start the discards waiting: up to PUNCH_BATCH runs
+   * (takeRun) sent to the helper at once, which punches their holes one after
+   * another; or, without fallocate(1), one run, zeroed.
+   */
+  private nextDiscard(): void {
+    if (this.discarding) return;
+    const runs: DiscardRun[] = [];
+    const most = this.fallocate === null ? 1 : PUNCH_BATCH;
+    while (runs.length < most) {
+      const r = this.takeRun();
+      if (r === null) break;
+      runs.push(r);
+    }
+    if (runs.length === 0) return;
     this.discarding = true;
-    const finish = (err: Error | null): void => {
-      this.discarding = false;
-      for (const d of batch) d.done(err);
-      this.nextDiscard();
-    };
-    const zero = (): void => writeZeroes(this.path, start, end - start, (err) => {
-      if (!err) this.discardStats.zeroed++;
-      finish(err);
-    });
-    if (this.fallocate === null) return zero();
+    if (this.fallocate === null) return this.settle(runs, [], 0);
     this.puncher ??= new HolePuncher(this.fallocate, this.path);
-    this.puncher.punch(start, end - start, (status) => {
-      if (status === 0) {
-        this.discardStats.punched++;
-        return finish(null);
-      }
+    this.puncher.punch(runs.map((r) => [r.start, r.end - r.start] as const), (statuses) => {
       // 126/127: the shell could not run it; gone: no helper. Neither is looked for again.
-      if (status === 126 || status === 127 || status === PUNCHER_GONE) this.fallocate = null;
-      zero();
+      if (statuses.some((st) => st === 126 || st === 127 || st === PUNCHER_GONE)) this.fallocate = null;
+      this.settle(runs, statuses, 0);
     });
+  }
+
+  /**
+   * Answer runs[i..] in order: one whose hole was punched (status 0) at once,
+   * another once its range is zeroed, unless the image has been closed
+   * meanwhile (then it is answered with an error, the image left alone). Then
+   * start what waits.
+   */
+  private settle(runs: readonly DiscardRun[], statuses: readonly number[], i: number): void {
+    for (; i < runs.length; i++) {
+      const run = runs[i]!;
+      if (statuses[i] === 0) {
+        this.discardStats.punched++;
+        for (const d of run.members) d.done(null);
+        continue;
+      }
+      if (this.fd < 0) {
+        const err = new StorageError(`${this.path} closed before the discard was done`);
+        for (const d of run.members) d.done(err);
+        continue;
+      }
+      const next = i + 1;
+      return writeZeroes(this.path, run.start, run.end - run.start, (err) => {
+        if (!err) this.discardStats.zeroed++;
+        for (const d of run.members) d.done(err);
+        this.settle(runs, statuses, next);
+      });
+    }
+    this.discarding = false;
+    this.nextDiscard();
   }
 
   /** The pid of the helper running fallocate(1) for this image, once started (tests). */
   get puncherPid(): number | undefined { return this.puncher?.pid; }
+  /** Requests sent to that helper (each for every run of discards then waiting, up to PUNCH_BATCH; tests). */
+  get puncherRequests(): number { return this.puncher?.requests ?? 0; }
 
   /**
    * Close the file. Discards still waiting their turn are dropped (their
-   * callbacks get an error): nothing touches the image once its device is
-   * gone but the one already running, which finishes on its own fd.
+   * callbacks get an error), the helper is ended, and discards it had not
+   * done get an error too: nothing touches the image once its device is gone
+   * but a fallocate(1) or a run of zeroes already under way, which finishes on
+   * its own.
    */
   close(): void {
     for (const d of this.discards.splice(0)) d.done(new StorageError(`${this.path} closed before the discard ran`));

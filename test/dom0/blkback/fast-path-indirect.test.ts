@@ -10,38 +10,20 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BLKIF_OP_INDIRECT, BLKIF_REQUEST_INDIRECT, BLKIF_RESPONSE } from '../../../shared/abi/blkif.ts';
+import { BLKIF_RESPONSE } from '../../../shared/abi/blkif.ts';
 import { copyRequestId, decodeIndirectSegments, decodeRequest, IndirectRwScratch } from '../../../shared/blkif/proto.ts';
 import { checkIndirectRw, checkRequest, indirectPages, indirectRwPages, type DiskLimits } from '../../../dom0/blkback/validate.ts';
 import { DIRECT_REFS, PersistentGrants } from '../../../dom0/blkback/persistent.ts';
 import type { GfnPool } from '../../../dom0/blkback/gfn-pool.ts';
 import type { GrantTable } from '../../../shared/guest/gnttab.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
+import { indirectEntry } from '../../helpers/blkif-arb.ts';
 
-const RI = BLKIF_REQUEST_INDIRECT.fields;
 /** Indirect page bytes the test provides: two pages (1024 segments). */
 const PAGES = 2;
 
 /** 112 bytes, biased toward plausible indirect requests. */
-const entry = fc.record({
-  bytes: fc.uint8Array({ minLength: 112, maxLength: 112 }),
-  op: fc.oneof({ arbitrary: fc.constant(BLKIF_OP_INDIRECT), weight: 8 }, { arbitrary: fc.nat(255), weight: 1 }),
-  iop: fc.oneof({ arbitrary: fc.constantFrom(0, 1), weight: 8 }, { arbitrary: fc.nat(255), weight: 1 }),
-  nr: fc.oneof({ arbitrary: fc.integer({ min: 1, max: 8 }), weight: 3 }, { arbitrary: fc.nat(600), weight: 1 }, { arbitrary: fc.nat(65535), weight: 1 }),
-  sector: fc.oneof(fc.nat(4200), fc.nat()),
-  sectorHi: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.nat(), weight: 1 }),
-  plain: fc.oneof({ arbitrary: fc.constant(false), weight: 4 }, { arbitrary: fc.constant(true), weight: 1 }),
-}).map(({ bytes, op, iop, nr, sector, sectorHi, plain }) => {
-  if (plain) return bytes;
-  const b = bytes.slice();
-  const dv = new DataView(b.buffer);
-  dv.setUint8(RI.operation.offset, op);
-  dv.setUint8(RI.indirect_op.offset, iop);
-  dv.setUint16(RI.nr_segments.offset, nr, true);
-  dv.setUint32(RI.sector_number.offset, sector, true);
-  dv.setUint32(RI.sector_number.offset + 4, sectorHi, true);
-  return b;
-});
+const entry = indirectEntry({ maxSector: 4200 });
 
 /** Indirect page bytes: random, with (mostly) sensible first/last sectors, or a rare bad one. */
 const pageBytes = fc.record({

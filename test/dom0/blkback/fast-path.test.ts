@@ -8,36 +8,15 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { BLKIF_REQUEST, BLKIF_RESPONSE } from '../../../shared/abi/blkif.ts';
+import { BLKIF_RESPONSE } from '../../../shared/abi/blkif.ts';
 import { copyRequestId, decodeRequest, DirectRwScratch } from '../../../shared/blkif/proto.ts';
 import { checkDirectRw, checkRequest, type DiskLimits } from '../../../dom0/blkback/validate.ts';
+import { directEntry } from '../../helpers/blkif-arb.ts';
 
 const L: DiskLimits = { sectors: 2048, readonly: false, discard: true, discardSecure: false, maxIndirectSegments: 256 };
-const RQ = BLKIF_REQUEST.fields;
 
 /** 112 bytes, biased toward plausible requests: small operations, segment counts, sectors, sector numbers. */
-const entry = fc.record({
-  bytes: fc.uint8Array({ minLength: 112, maxLength: 112 }),
-  op: fc.oneof(fc.constantFrom(0, 1, 2, 3, 5, 6), fc.nat(255)),
-  nr: fc.oneof(fc.integer({ min: 1, max: 3 }), fc.nat(12), fc.nat(255)),
-  sector: fc.oneof(fc.nat(2100), fc.nat()),
-  sectorHi: fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.nat(), weight: 1 }),
-  sects: fc.array(fc.oneof(
-    { arbitrary: fc.tuple(fc.nat(7), fc.nat(7)).map(([x, y]) => [Math.min(x, y), Math.max(x, y)] as const), weight: 19 },
-    { arbitrary: fc.tuple(fc.nat(8), fc.nat(8)), weight: 1 },
-  ), { minLength: 11, maxLength: 11 }),
-  plain: fc.boolean(),
-}).map(({ bytes, op, nr, sector, sectorHi, sects, plain }) => {
-  if (plain) return bytes;
-  const b = bytes.slice();
-  const dv = new DataView(b.buffer);
-  dv.setUint8(RQ.operation.offset, op);
-  dv.setUint8(RQ.nr_segments.offset, nr);
-  dv.setUint32(RQ.sector_number.offset, sector, true);
-  dv.setUint32(RQ.sector_number.offset + 4, sectorHi, true);
-  sects.forEach(([f, l], i) => { b[RQ.seg.offset + 8 * i + 4] = f; b[RQ.seg.offset + 8 * i + 5] = l; });
-  return b;
-});
+const entry = directEntry({ maxSector: 2100 });
 
 describe('direct READ/WRITE fast path', () => {
   it('agrees with decodeRequest + checkRequest on any entry, read-only or not', () => {

@@ -23,15 +23,15 @@ const sectorArb = (max: number) => fc.tuple(
   fc.oneof({ arbitrary: fc.constant(0), weight: 4 }, { arbitrary: fc.nat(), weight: 1 }),
 );
 
+const SAME_HEAD = [RI.indirect_op.offset, RD.flag.offset].every((o) => o === RQ.nr_segments.offset) &&
+  [RI.sector_number.offset, RD.sector_number.offset].every((o) => o === RQ.sector_number.offset);
+if (!SAME_HEAD) throw new Error('blkif request layouts no longer share their head (withHead)');
+
 /**
  * A copy of `bytes` with the fields every blkif request layout has in the
  * same place: the operation (byte 0), the byte after it (nr_segments,
  * indirect_op or flag) and sector_number (offset 16, as two u32 words).
  */
-const SAME_HEAD = [RI.indirect_op.offset, RD.flag.offset].every((o) => o === RQ.nr_segments.offset) &&
-  [RI.sector_number.offset, RD.sector_number.offset].every((o) => o === RQ.sector_number.offset);
-if (!SAME_HEAD) throw new Error('blkif request layouts no longer share their head (withHead)');
-
 function withHead(bytes: Uint8Array, op: number, byte1: number, [lo, hi]: readonly [number, number]): { e: Uint8Array; dv: DataView } {
   const e = bytes.slice();
   const dv = new DataView(e.buffer);

@@ -25,6 +25,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import type { GuestRange, HostDma } from '../../shared/guest/api.ts';
 import { BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
+import { logger } from '../../shared/log.ts';
+
+const log = logger('blkback');
 
 export interface BlockStorage {
   /** Size in 512-byte sectors. */
@@ -156,13 +159,15 @@ class HolePuncher {
         this.answer(words.map((w) => (/^\d+$/.test(w) ? Number(w) : PUNCHER_GONE)));
       }
     });
-    const died = (): void => {
+    const died = (err?: Error): void => {
+      // Once per image (never restarted), so not rate-limited.
+      if (!this.gone) log.warn({ path: this.path, err: err ? String(err) : undefined }, 'fallocate helper gone: discards write zeroes from now on');
       this.gone = true;
       this.child = null;
       this.answer([]);
     };
     child.on('error', died);
-    child.on('close', died);
+    child.on('close', () => died());
     return child;
   }
 

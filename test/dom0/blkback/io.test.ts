@@ -5,7 +5,9 @@
  * persistent grants, flush and barrier durability order, multi-page rings,
  * indirect requests, hot-unplug with requests in flight, no leaks.
  */
-import { closeSync, openSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, closeSync, openSync, readFileSync, readSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
@@ -70,6 +72,25 @@ describe('blkback data path', () => {
     expect((await f.submit(4)).map((r) => r.status)).toEqual(Array(4).fill(BLKIF_RSP_OKAY));
     expect(Math.abs(atime() - old)).toBeLessThan(1);
     await tb.unplug(f.domid, f.devid);
+  });
+
+  it('an image Dom0 may not open O_NOATIME (not its owner, no CAP_FOWNER: EPERM) is opened without it', async (ctx) => {
+    if (process.getuid?.() !== 0) ctx.skip('needs root, to open the image as another user');
+    // Root's image, readable by all, opened read-only by FileStorage in a process running as nobody.
+    const path = tempDisk(64 * 512, (b) => b.fill(0x33));
+    chmodSync(dirname(path), 0o755);
+    chmodSync(path, 0o644);
+    const storageTs = new URL('../../../dom0/blkback/storage.ts', import.meta.url);
+    const nobody = { uid: 65534, gid: 65534, cwd: process.cwd(), encoding: 'utf8' } as const;
+    const reach = spawnSync(process.execPath, ['-e', `require('node:fs').accessSync(${JSON.stringify(storageTs.pathname)})`], nobody);
+    if (reach.status !== 0) ctx.skip('the checkout is not readable by nobody');
+    const probe = `import { FileStorage } from ${JSON.stringify(storageTs.href)};
+      const s = new FileStorage(process.argv[1], false, {});
+      console.log(s.sectors); s.close();`;
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', probe, path], nobody);
+    expect(r.stderr).not.toMatch(/cannot open/);
+    expect(r.stdout.trim()).toBe('64');
+    expect(r.status).toBe(0);
   });
 
   it('answers every malformed request with ERROR/EOPNOTSUPP and goes on', async () => {

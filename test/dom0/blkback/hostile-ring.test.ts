@@ -8,7 +8,8 @@
  * indirect_op, as Linux answers), and a status blkif knows
  * (OKAY, ERROR, EOPNOTSUPP); well-formed requests alone are all OKAY; Dom0
  * goes on serving; and once the device is unplugged, nothing of it is left
- * mapped in Dom0.
+ * mapped in Dom0. And a frontend that has its own ring page read into: the
+ * ring halts as impossible, other devices are served, nothing leaks.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -98,4 +99,26 @@ describe('blkback against a hostile ring', () => {
     expect(tb.dom0Resources()).toEqual(before);
     expect(tb.driver.pool.inUse).toBe(0);
   }, 120_000);
+
+  it('a READ into the frontend\'s own ring page: its ring is overwritten, then halted as impossible; Dom0 serves another device; nothing leaks', async () => {
+    const tb = await BlkTestbed.start();
+    const before = tb.dom0Resources();
+    const f = await FakeBlkfront.create(tb, { persistent: true });
+    await tb.addVbd(f.domid, f.devid, { params: tempDisk(SECTORS * 512, (b) => b.fill(0x5a)) });
+    await f.connect();
+    const g = f.sibling({ devid: 51728 });
+    await tb.addVbd(g.domid, g.devid, { params: tempDisk(SECTORS * 512) });
+    await g.connect();
+    // Disk bytes 0x5a... land on the ring's header: req_prod becomes 0x5a5a5a5a.
+    f.put({ kind: 'rw', operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 1n, sector: 0, segs: [{ gref: f.ringRefs[0]!, firstSect: 0, lastSect: 7 }] });
+    f.push();
+    await tb.until(() => tb.driver.device(f.domid, f.devid)!.engine!.halted, 'the ring halted');
+    const p = g.page();
+    g.put({ kind: 'rw', operation: BLKIF_OP_READ, nrSegments: 1, handle: 0, id: 2n, sector: 0, segs: [{ gref: p.gref, firstSect: 0, lastSect: 7 }] });
+    expect(await g.submit()).toEqual([{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
+    await tb.unplug(f.domid, f.devid);
+    await tb.unplug(g.domid, g.devid);
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+  });
 });

@@ -66,7 +66,7 @@ export class BlkTestbed {
   }
 
   /** Rounds (with real macrotask hops, for host callbacks such as fdatasync) until `cond` or a bound. */
-  async until(cond: () => boolean, what = 'condition', rounds = 200): Promise<void> {
+  async until(cond: () => boolean, what = 'condition', rounds = 1000): Promise<void> {
     for (let i = 0; i < rounds; i++) {
       await this.round();
       if (cond()) return;

@@ -9,7 +9,8 @@
  *    the engine maps no grants for it: a baseline for measuring the ring.
  *
  * Durability: `flush` calls fdatasync(2) in libuv's thread pool and reports
- * through its callback, so Dom0's vCPU never waits in a long sync call.
+ * through its callback, so Dom0's vCPU never waits in a long sync call;
+ * flushes asked while one runs share the next.
  * Discard punches a hole (fallocate(FALLOC_FL_PUNCH_HOLE | KEEP_SIZE), what
  * Linux's loop device does for a file; Node has no fallocate, so through
  * util-linux's fallocate(1), run by a helper shell per image: HolePuncher):
@@ -208,6 +209,11 @@ export class FileStorage implements BlockStorage {
   private fallocate: string | null;
   /** The helper running fallocate(1), once a discard has asked for a hole. */
   private puncher: HolePuncher | null = null;
+  /** Flushes waiting for the next fdatasync, and whether one runs (see `flush`). */
+  private flushWaiting: Array<(err: Error | null) => void> = [];
+  private syncing = false;
+  /** fdatasync(2) calls made (tests, statistics). */
+  readonly flushStats = { syncs: 0 };
   /** Holes punched / ranges zeroed instead (one per run of merged discards; tests, statistics). */
   readonly discardStats = { punched: 0, zeroed: 0 };
 
@@ -231,8 +237,34 @@ export class FileStorage implements BlockStorage {
   read(ranges: readonly GuestRange[], position: number): number { return this.dma.preadv(this.fd, ranges, position); }
   write(ranges: readonly GuestRange[], position: number): number { return this.dma.pwritev(this.fd, ranges, position); }
 
+  /**
+   * Flushes asked while an fdatasync runs share the next one (started when it
+   * returns, so after they were asked: it covers the writes before each of
+   * them, which were done synchronously before they were asked). An image has
+   * at most one fdatasync in the host's thread pool, and a guest sending
+   * flushes by the ringful costs two, not one each, as Linux's block layer
+   * merges the flushes queued behind a running one (blk-flush).
+   */
   flush(done: (err: Error | null) => void): void {
-    fs.fdatasync(this.fd, (err) => done(err));
+    this.flushWaiting.push(done);
+    if (!this.syncing) this.sync();
+  }
+
+  private sync(): void {
+    const waiting = this.flushWaiting;
+    this.flushWaiting = [];
+    if (this.fd < 0) {
+      const err = new StorageError(`${this.path} closed before the flush`);
+      for (const d of waiting) d(err);
+      return;
+    }
+    this.syncing = true;
+    this.flushStats.syncs++;
+    fs.fdatasync(this.fd, (err) => {
+      this.syncing = false;
+      for (const d of waiting) d(err);
+      if (this.flushWaiting.length > 0) this.sync();
+    });
   }
 
   discard(sector: number, n: number, done: (err: Error | null) => void): void {

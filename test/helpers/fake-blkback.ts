@@ -23,7 +23,7 @@ import {
 } from '../../shared/abi/blkif.ts';
 import { GNTST_okay } from '../../shared/abi/grant-table.ts';
 import {
-  decodeIndirectSegments, decodeRequest, encodeResponse, type BlkifRequest, type BlkifSegment,
+  decodeIndirectSegments, decodeRequest, encodeResponse, type BlkifRequest, type BlkifResponse, type BlkifSegment,
 } from '../../shared/blkif/proto.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { GrantTable, Mapping } from '../../shared/guest/gnttab.ts';
@@ -68,6 +68,8 @@ export interface Misbehaviour {
   wrongId?: bigint;
   /** Answer the next request with this operation instead of its own. */
   wrongOp?: number;
+  /** Replace each answer (after the above) with these responses, none to several (property tests). */
+  respond?: (req: BlkifRequest, rsp: BlkifResponse) => BlkifResponse[];
 }
 
 export interface SeenRequest {
@@ -337,7 +339,8 @@ export class FakeBlkback {
       operation = this.misbehave.wrongOp;
       this.misbehave.wrongOp = undefined;
     }
-    ring.putResponse(encodeResponse({ id, operation, status }));
+    const rsp: BlkifResponse = { id, operation, status };
+    for (const r of this.misbehave.respond?.(req, rsp) ?? [rsp]) ring.putResponse(encodeResponse(r));
   }
 
   private perform(req: BlkifRequest): number {

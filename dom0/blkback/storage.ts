@@ -1,8 +1,8 @@
 /**
  * What a virtual block device is backed by (the backend node's `type` and
  * `params`):
- *  - `phy`: a host file, opened at probe ('r+', or 'r' for mode r) and closed
- *    at removal. Data moves between the file and granted frames through Dom0's
+ *  - `phy`: a host file, opened at probe (read-write, or read-only for mode
+ *    r; O_NOATIME where the host allows it: openImage) and closed at removal. Data moves between the file and granted frames through Dom0's
  *    HostDma (preadv/pwritev straight into the mapped frames, DESIGN.md §5).
  *  - `null`: params is the size in bytes; like Linux's null_blk it touches no
  *    data at all (reads leave the frames as they are, writes are dropped) and
@@ -128,13 +128,14 @@ class HolePuncher {
   /** The running request's callback and how many holes it asked for (FileStorage sends one at a time). */
   private waiting: ((statuses: number[]) => void) | null = null;
   private asked = 0;
-  /** Lines sent (tests, statistics). */
-  requests = 0;
+  private sent = 0;
 
   constructor(private readonly tool: string, private readonly path: string) {}
 
   /** The helper's pid once started (tests). */
   get pid(): number | undefined { return this.child?.pid; }
+  /** Lines sent (tests, statistics). */
+  get requests(): number { return this.sent; }
 
   /** Punch each [pos, pos + len) of `holes` in turn; `done` gets fallocate(1)'s exit statuses (PUNCHER_GONE: not run). */
   punch(holes: ReadonlyArray<readonly [number, number]>, done: (statuses: number[]) => void): void {
@@ -142,7 +143,7 @@ class HolePuncher {
     if (child === null) return queueMicrotask(() => done(holes.map(() => PUNCHER_GONE)));
     this.waiting = done;
     this.asked = holes.length;
-    this.requests++;
+    this.sent++;
     child.stdin!.write(`${holes.map(([pos, len]) => `${pos} ${len}`).join(' ')}\n`);
   }
 

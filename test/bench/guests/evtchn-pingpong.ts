@@ -49,13 +49,19 @@ export default async function pingpong(k: KernelApi): Promise<void> {
   const xs = new GuestXenbus(ev);
   if (a.get('role') === 'ping') {
     const port = ev.allocUnbound(peer);
+    // pong says it is ready; only then do we send (an event sent earlier could
+    // coalesce with the one bind_interdomain raised at pong and be lost). Its
+    // handler is in place before the first xenstore request: pong can read the
+    // port as soon as xenstored has applied setPerms and send "ready" while we
+    // still wait for that reply, and the event loop drops events of ports
+    // without a handler (this race hung the real-thread test once in CI).
+    let ready = false;
+    ev.on(port, () => { ready = true; });
     const me = Number(await xs.wait(xs.client.read('domid')));
     await xs.wait(xs.client.write(PORT_NODE, String(port)));
     await xs.wait(xs.client.setPerms(PORT_NODE, [{ domid: me, access: 'n' }, { domid: peer, access: 'r' }]));
-    while (ev.status(port).status !== EVTCHNSTAT_interdomain) sleep(ev, 1_000_000n);
-    // pong says it is ready; only then do we send (an event sent earlier could
-    // coalesce with the one bind_interdomain raised at pong and be lost).
-    waitFor(ev, port, 0n);
+    while (!ready) ev.wait();
+    if (ev.status(port).status !== EVTCHNSTAT_interdomain) throw new Error(`port ${port} is not bound to domain ${peer}`);
     const rtt: number[] = [];
     for (let i = 0; i < rounds; i++) {
       const t0 = k.rdtsc();

@@ -447,7 +447,9 @@ describe('blkback data path', () => {
   it('Dom0\'s spin serves a ring that published requests without an event (poller registered by the driver)', async () => {
     let loop: Dom0Loop | undefined;
     const tb = await BlkTestbed.start({ addPoller: (port, serve) => loop!.addPoller(port, serve) });
-    loop = new Dom0Loop(tb.ev);
+    // Spin however long ago the last work was (the default, 2 ms, is shorter
+    // than the awaits below can take on a loaded machine: the loop blocked instead).
+    loop = new Dom0Loop(tb.ev, undefined, { spinRecentMs: 60_000 });
     const f2 = await FakeBlkfront.create(tb, {});
     await tb.addVbd(f2.domid, f2.devid, { params: tempDisk(1 << 20) });
     await f2.connect();

@@ -35,11 +35,15 @@ beforeEach(async () => {
 
 interface Run { code: number; out: string; err: string }
 
-async function xl(args: string[], o: { argv0?: string; stdin?: PassThrough; socket?: string } = {}): Promise<Run> {
+/** `onOut`: called with everything printed so far, after each piece (tests that answer the output). */
+async function xl(args: string[], o: { argv0?: string; stdin?: PassThrough; socket?: string; onOut?: (out: string) => void } = {}): Promise<Run> {
   let out = '';
   let err = '';
   const io: CliIo = {
-    out: (s) => { out += typeof s === 'string' ? s : new TextDecoder().decode(s); },
+    out: (s) => {
+      out += typeof s === 'string' ? s : new TextDecoder().decode(s);
+      o.onOut?.(out);
+    },
     err: (s) => { err += s; },
     env: { XENTS_CONTROL_PATH: o.socket ?? sock },
     cwd: ROOT,
@@ -154,9 +158,16 @@ describe('xl domain commands', () => {
   it('console carries output and input until Ctrl-]', async () => {
     await createHello();
     const stdin = new PassThrough();
-    const run = xl(['console', 'hello'], { stdin });
-    setTimeout(() => stdin.write('echo\n'), 50);
-    setTimeout(() => stdin.write(Buffer.from([0x1d])), 300);
+    // Each key is typed once the output before it is there (not after a
+    // fixed time: a loaded machine may not have attached the console yet).
+    let typed = 0;
+    const run = xl(['console', 'hello'], {
+      stdin,
+      onOut: (out) => {
+        if (typed === 0 && out.includes('hello console\n')) { typed++; stdin.write('echo\n'); }
+        if (typed === 1 && out.includes('ECHO\n')) { typed++; stdin.write(Buffer.from([0x1d])); }
+      },
+    });
     const r = await run;
     expect(r).toEqual({ code: 0, out: 'hello console\nECHO\n', err: '' });
     expect(host.domains.get(1)?.consoles.size).toBe(0);
@@ -164,8 +175,13 @@ describe('xl domain commands', () => {
 
   it('create -c creates paused, attaches the console, then unpauses (as xl)', async () => {
     const stdin = new PassThrough();
-    const run = xl(['create', '-q', '-c', 'domU/configs/hello.cfg'], { stdin });
-    setTimeout(() => stdin.write(Buffer.from([0x1d])), 300);
+    let typed = false;
+    const run = xl(['create', '-q', '-c', 'domU/configs/hello.cfg'], {
+      stdin,
+      onOut: (out) => {
+        if (!typed && out.includes('hello console\n')) { typed = true; stdin.write(Buffer.from([0x1d])); }
+      },
+    });
     const r = await run;
     expect(r).toEqual({ code: 0, out: 'hello console\n', err: '' });
     expect(host.calls.filter((c) => /^(create|unpause)/.test(c))).toEqual(['create hello paused', 'unpause 1']);
@@ -243,8 +259,14 @@ describe('xenstore tools', () => {
   });
 
   it('watch prints each path that fires, -n events then exits', async () => {
-    const run = xl(['-n', '2', '/tool'], { argv0: 'xenstore-watch' });
-    setTimeout(() => { void xl(['/tool/x', '1'], { argv0: 'xenstore-write' }); }, 100);
+    // The write once the watch has fired for its registration (so it is set).
+    let wrote = false;
+    const run = xl(['-n', '2', '/tool'], {
+      argv0: 'xenstore-watch',
+      onOut: (out) => {
+        if (!wrote && out.includes('/tool\n')) { wrote = true; void xl(['/tool/x', '1'], { argv0: 'xenstore-write' }); }
+      },
+    });
     expect(await run).toEqual({ code: 0, out: '/tool\n/tool/x\n', err: '' });
     expect(host.watches.size).toBe(0);
   });

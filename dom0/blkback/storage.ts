@@ -2,7 +2,8 @@
  * What a virtual block device is backed by (the backend node's `type` and
  * `params`):
  *  - `phy`: a host file, opened at probe (read-write, or read-only for mode
- *    r; O_NOATIME where the host allows it: openImage) and closed at removal. Data moves between the file and granted frames through Dom0's
+ *    r; O_NOATIME where the host allows it: openImage) and closed at
+ *    removal. Data moves between the file and granted frames through Dom0's
  *    HostDma (preadv/pwritev straight into the mapped frames, DESIGN.md §5).
  *  - `null`: params is the size in bytes; like Linux's null_blk it touches no
  *    data at all (reads leave the frames as they are, writes are dropped) and

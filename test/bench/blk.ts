@@ -128,11 +128,9 @@ async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[])
 async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
   const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
-  let timer: NodeJS.Timeout | undefined;
-  const run = await Promise.race([
-    runBenchGuests([guest], { memMiB: 128, pcpus: 2 }),
-    new Promise<never>((_, rej) => { timer = setTimeout(() => rej(new Error(`blk guest (${cmdline}) did not finish within ${RUN_TIMEOUT_MS} ms`)), RUN_TIMEOUT_MS); }),
-  ]).finally(() => clearTimeout(timer));
+  const run = await runBenchGuests([guest], { memMiB: 128, pcpus: 2 }, { timeoutMs: RUN_TIMEOUT_MS }).catch((e: unknown) => {
+    throw new Error(`blk guest (${cmdline}): ${e instanceof Error ? e.message : String(e)}`);
+  });
   const figs = run.bench as unknown as GuestFigures[];
   if (figs.length !== o.tests.length) throw new Error(`blk guest (${cmdline}) reported ${figs.length} of ${o.tests.length} tests:\n${run.log.split('\n').slice(-40).join('\n')}`);
   return figs;

@@ -7,6 +7,8 @@ import type { PvBuildConfig } from '../../dom0/builder.ts';
 import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
+import { SHUTDOWN_crash } from '../../shared/hypercall.ts';
+import { hostStateDump } from '../helpers/state-dump.ts';
 
 export interface GuestRun {
   /** Every `BENCH {...}` line, parsed. */
@@ -15,18 +17,38 @@ export interface GuestRun {
   readonly log: string;
 }
 
+export interface RunOptions {
+  /**
+   * Give up once the host has run this long (ms; default: wait for ever):
+   * the host is stopped and the promise rejects with the end of the console
+   * and a picture of the hypervisor's state (hostStateDump) taken before the
+   * stop, so that a hang on a CI machine says where everything was.
+   */
+  readonly timeoutMs?: number;
+}
+
 /**
  * Boot a host whose Dom0 builds `guests`, wait until it halts (Dom0 powers off
  * once they have all shut down), and return what they printed. The console
  * ring is read while the host runs so that nothing is lost to wrap-around.
  */
-export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}): Promise<GuestRun> {
+export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}, o: RunOptions = {}): Promise<GuestRun> {
   const platform = new Platform(hostConfig({ memMiB: 128, ...cfg }));
   const tap = new ConsoleTap(platform.hv);
   platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await platform.halted;
+    const timedOut = new Promise<'timeout'>((r) => {
+      if (o.timeoutMs !== undefined) timer = setTimeout(() => r('timeout'), o.timeoutMs);
+    });
+    if (await Promise.race([platform.halted, timedOut]) === 'timeout') {
+      const state = hostStateDump(platform.hv);
+      platform.halt(SHUTDOWN_crash);
+      await platform.halted;
+      throw new Error(`the host did not halt within ${o.timeoutMs} ms; console (end):\n${tap.text.slice(-4000)}\nhypervisor state:\n${state}`);
+    }
   } finally {
+    clearTimeout(timer);
     tap.stop();
   }
   const log = tap.text;

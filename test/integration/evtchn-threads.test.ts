@@ -11,6 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { runBenchGuests } from '../bench/boot-guest.ts';
 import { PROJECT_ROOT } from '../../hypervisor/vcpu/runtime.ts';
 
+/** A run still going after this long has hung: stopped, with the hypervisor's state in the error (vitest gives up at 30 s). */
+const HANG_MS = 20_000;
+
 /** The first ```ts block after `heading` in a docs page. */
 function docExample(page: string, heading: string): string {
   const text = readFileSync(join(PROJECT_ROOT, 'docs', page), 'utf8');
@@ -27,7 +30,7 @@ describe('event channels across vCPU threads', () => {
     const out = await runBenchGuests([
       { name: 'ping', kernel: 'test/bench/guests/evtchn-pingpong.ts', memoryMiB: 1, cmdline: `role=ping peer=2 rounds=${rounds}` },
       { name: 'pong', kernel: 'test/bench/guests/evtchn-pingpong.ts', memoryMiB: 1, cmdline: `role=pong peer=1 rounds=${rounds}` },
-    ], { memMiB: 64, pcpus: 2 });
+    ], { memMiB: 64, pcpus: 2 }, { timeoutMs: HANG_MS });
     const r = out.bench.find((b) => b.name === 'evtchn-pingpong');
     expect(r).toBeDefined();
     expect(r!.rounds).toBe(rounds);
@@ -47,7 +50,7 @@ describe('event channels across vCPU threads', () => {
       const out = await runBenchGuests([
         { name: 'ping', kernel, memoryMiB: 1, cmdline: 'role=ping peer=2' },
         { name: 'pong', kernel, memoryMiB: 1, cmdline: 'role=pong peer=1' },
-      ], { memMiB: 64, pcpus: 2 });
+      ], { memMiB: 64, pcpus: 2 }, { timeoutMs: HANG_MS });
       expect(out.log).toContain('(d1) ping: 100 round trips');
       expect(out.log).toMatch(/Domain 2 shutdown: reason 0/);
       expect(out.log).not.toMatch(/crashed/);

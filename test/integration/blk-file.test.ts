@@ -19,6 +19,7 @@ import { Platform } from '../../hypervisor/platform/platform.ts';
 import { SHUTDOWN_poweroff } from '../../shared/hypercall.ts';
 import { patternByte } from '../../domU/guests/blkdemo.ts';
 import { ConsoleTap } from '../helpers/console-tap.ts';
+import { hostStateDump } from '../helpers/state-dump.ts';
 import { REGION } from '../fixtures/guests/blk-durable.ts';
 
 const dirs: string[] = [];
@@ -39,7 +40,7 @@ async function runHost(guests: readonly PvBuildConfig[]): Promise<string> {
   try {
     const reason = await Promise.race([
       platform.halted,
-      new Promise<number>((_, rej) => setTimeout(() => rej(new Error(`host did not halt within 30 s:\n${tap.text}`)), 30_000)),
+      new Promise<number>((_, rej) => setTimeout(() => rej(new Error(`host did not halt within 30 s:\n${tap.text}\nhypervisor state:\n${hostStateDump(platform.hv)}`)), 30_000)),
     ]);
     expect(reason).toBe(SHUTDOWN_poweroff);
     expect(platform.liveThreads).toBe(0);

@@ -13,6 +13,7 @@ import { conringRead } from '../../hypervisor/console.ts';
 import { SHUTDOWN_poweroff } from '../../shared/hypercall.ts';
 import { D, G, DOMSTATE_FREE } from '../../hypervisor/state.ts';
 import { frameInvariantViolations } from '../helpers/machine.ts';
+import { hostStateDump } from '../helpers/state-dump.ts';
 
 describe('booting the machine with threads', () => {
   it('runs Dom0 and three DomUs; the failing ones crash alone and nothing leaks', async () => {
@@ -25,7 +26,7 @@ describe('booting the machine with threads', () => {
     platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
     const reason = await Promise.race([
       platform.halted,
-      new Promise<number>((_, rej) => setTimeout(() => rej(new Error('host did not halt within 20 s')), 20_000)),
+      new Promise<number>((_, rej) => setTimeout(() => rej(new Error(`host did not halt within 20 s; hypervisor state:\n${hostStateDump(platform.hv)}`)), 20_000)),
     ]);
     const hv = platform.hv;
     const log = new TextDecoder().decode(conringRead(hv, hv.cfg.conringSize, false, 0, false).data);

@@ -176,6 +176,25 @@ describe('2-level delivery order', () => {
       expect(ea.dispatch()).toBe(1);
       expect(n).toBe(2);
     });
+
+    it('takes the event of a port without a handler (lost to a handler set later); a masked port keeps it for unmask', () => {
+      // What docs/event-channels.md tells kernels: set a port's handler before anything waits.
+      const got: number[] = [];
+      expect(send(a.v, 5)).toBe(0);
+      expect(ea.dispatch()).toBe(1);
+      expect(bits(a.v, ea, 5)).toEqual({ pending: false, masked: false, sel: false, upcall: 0 });
+      ea.on(5, (q) => got.push(q));
+      expect(ea.dispatch()).toBe(0);
+      expect(got).toEqual([]);
+      // Masked until its handler is there, the event waits and unmask delivers it.
+      ea.mask(6);
+      expect(send(a.v, 6)).toBe(0);
+      expect(ea.dispatch()).toBe(0);
+      ea.on(6, (q) => got.push(q));
+      ea.unmask(6);
+      expect(ea.dispatch()).toBe(1);
+      expect(got).toEqual([6]);
+    });
   });
 
   it('an interdomain send reaches only the peer\'s bits; the sender\'s shared_info is untouched', async () => {

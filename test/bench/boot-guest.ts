@@ -15,6 +15,10 @@ export interface GuestRun {
   readonly bench: Array<Record<string, unknown>>;
   /** The hypervisor console as it stood when the host halted. */
   readonly log: string;
+  /** The SHUTDOWN_* reason the host halted with (Dom0's: poweroff when all went well). */
+  readonly reason: number;
+  /** vCPU threads still alive once it halted (0: none leaked). */
+  readonly liveThreads: number;
 }
 
 export interface RunOptions {
@@ -37,16 +41,19 @@ export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Part
   const tap = new ConsoleTap(platform.hv);
   platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
   let timer: NodeJS.Timeout | undefined;
+  let reason: number;
   try {
     const timedOut = new Promise<'timeout'>((r) => {
       if (o.timeoutMs !== undefined) timer = setTimeout(() => r('timeout'), o.timeoutMs);
     });
-    if (await Promise.race([platform.halted, timedOut]) === 'timeout') {
+    const end = await Promise.race([platform.halted, timedOut]);
+    if (end === 'timeout') {
       const state = hostStateDump(platform.hv);
       platform.halt(SHUTDOWN_crash);
       await platform.halted;
       throw new Error(`the host did not halt within ${o.timeoutMs} ms; console (end):\n${tap.text.slice(-4000)}\nhypervisor state:\n${state}`);
     }
+    reason = end;
   } finally {
     clearTimeout(timer);
     tap.stop();
@@ -54,5 +61,5 @@ export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Part
   const log = tap.text;
   const bench: Array<Record<string, unknown>> = [];
   for (const m of log.matchAll(/^\(d\d+\) BENCH (\{.*\})$/gm)) bench.push(JSON.parse(m[1]) as Record<string, unknown>);
-  return { bench, log };
+  return { bench, log, reason, liveThreads: platform.liveThreads };
 }

@@ -12,15 +12,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
 import type { PvBuildConfig } from '../../dom0/builder.ts';
-import { hostConfig } from '../../hypervisor/config.ts';
-import { Platform } from '../../hypervisor/platform/platform.ts';
 import { SHUTDOWN_poweroff } from '../../shared/hypercall.ts';
 import { patternByte } from '../../domU/guests/blkdemo.ts';
-import { ConsoleTap } from '../helpers/console-tap.ts';
-import { hostStateDump } from '../helpers/state-dump.ts';
 import { REGION } from '../fixtures/guests/blk-durable.ts';
+import { runBenchGuests } from '../bench/boot-guest.ts';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -32,23 +28,12 @@ function tempDir(): string {
   return d;
 }
 
-/** Boot a host whose Dom0 creates `guests`; its console once it halted. */
+/** Boot a host whose Dom0 creates `guests`; its console once it halted (powered off, no thread left). */
 async function runHost(guests: readonly PvBuildConfig[]): Promise<string> {
-  const platform = new Platform(hostConfig({ memMiB: 64, pcpus: 2 }));
-  const tap = new ConsoleTap(platform.hv);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
-  try {
-    const reason = await Promise.race([
-      platform.halted,
-      new Promise<number>((_, rej) => setTimeout(() => rej(new Error(`host did not halt within 30 s:\n${tap.text}\nhypervisor state:\n${hostStateDump(platform.hv)}`)), 30_000)),
-    ]);
-    expect(reason).toBe(SHUTDOWN_poweroff);
-    expect(platform.liveThreads).toBe(0);
-  } finally {
-    tap.stop();
-    await platform.stop();
-  }
-  return tap.text;
+  const run = await runBenchGuests(guests, { memMiB: 64, pcpus: 2 }, { timeoutMs: 30_000 });
+  expect(run.reason).toBe(SHUTDOWN_poweroff);
+  expect(run.liveThreads).toBe(0);
+  return run.log;
 }
 
 /** The first byte of the image's [from, from + len) that is not run `run`'s pattern (at pattern offset `patternBase`), or -1. */

@@ -101,11 +101,35 @@ export class EventChannels {
     this.op('unmask', EVTCHNOP_unmask, StructView.alloc(EVTCHN_PORT).set('port', port));
   }
 
+  /**
+   * Clear a port's pending bit (Linux's clear_evtchn): whatever event it
+   * holds is dropped. A guest-side bit, like the mask. For an event that is
+   * not the peer's, as the one bind_interdomain raises on the new port.
+   */
+  clear(port: number): void {
+    this.xen.k.mem.atomicAnd32(this.wordAddr(PENDING, port), ~(1 << (port & 31)));
+  }
+
   isPending(port: number): boolean {
     return (this.xen.k.mem.atomicLoad32(this.wordAddr(PENDING, port)) & (1 << (port & 31))) !== 0;
   }
 
-  on(port: number, handler: EventHandler): void { this.handlers.set(port, handler); }
+  /**
+   * Handle `port`'s events with `handler` from now on. An event that came
+   * while the port had no handler is still pending (dispatch leaves it); if
+   * the port is unmasked it is raised again (mask, then EVTCHNOP_unmask,
+   * which redelivers a pending port), so the next dispatch runs the handler.
+   * A port the kernel masked stays masked: its unmask delivers the event.
+   */
+  on(port: number, handler: EventHandler): void {
+    this.handlers.set(port, handler);
+    if (this.isPending(port) && !this.isMasked(port)) {
+      this.mask(port);
+      this.unmask(port);
+    }
+  }
+
+  /** No handler for `port` from now on: its events stay pending until `on` gives it one. */
   off(port: number): void { this.handlers.delete(port); }
 
   /** The ports that have a handler (what an event loop sleeps on), lowest first. */
@@ -124,8 +148,11 @@ export class EventChannels {
 
   /**
    * The upcall: clear evtchn_upcall_pending, take the selector, then for each
-   * selected word handle every pending, unmasked port (clearing its pending bit
-   * before its handler runs). Returns how many ports were handled.
+   * selected word handle every pending, unmasked port that has a handler
+   * (clearing its pending bit before the handler runs). A port without one
+   * keeps its pending bit, as Linux leaves a port no irq is bound to: `on`
+   * delivers it later, and nothing is lost to a handler set after a wait.
+   * Returns how many ports were handled.
    *
    * With evtchn_upcall_pending clear there is nothing to take: the hypervisor
    * sets it after the selector bit whenever that bit was clear, and a bit
@@ -150,9 +177,11 @@ export class EventChannels {
           const b = 31 - Math.clz32(bits & -bits);
           bits &= bits - 1;
           const port = w * 64 + half * 32 + b;
+          const handler = this.handlers.get(port);
+          if (handler === undefined) continue; // stays pending for `on`
           mem.atomicAnd32(at + PENDING, ~(1 << b));
           handled++;
-          this.handlers.get(port)?.(port);
+          handler(port);
         }
       }
     }

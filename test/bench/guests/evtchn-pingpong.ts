@@ -50,11 +50,12 @@ export default async function pingpong(k: KernelApi): Promise<void> {
   if (a.get('role') === 'ping') {
     const port = ev.allocUnbound(peer);
     // pong says it is ready; only then do we send (an event sent earlier could
-    // coalesce with the one bind_interdomain raised at pong and be lost). Its
-    // handler is in place before the first xenstore request: pong can read the
-    // port as soon as xenstored has applied setPerms and send "ready" while we
-    // still wait for that reply, and the event loop drops events of ports
-    // without a handler (this race hung the real-thread test once in CI).
+    // coalesce with the one bind_interdomain raised at pong, which pong
+    // clears). "ready" may come while we still wait for xenstored: pong can
+    // read the port as soon as setPerms is applied. The handler is set first;
+    // set later, it would get "ready" all the same (dispatch leaves an event
+    // of a port without a handler pending; on() delivers it), which a version
+    // of the library that cleared such events did not (it hung CI once).
     let ready = false;
     ev.on(port, () => { ready = true; });
     const me = Number(await xs.wait(xs.client.read('domid')));
@@ -84,7 +85,7 @@ export default async function pingpong(k: KernelApi): Promise<void> {
       }
     }
     const port = ev.bindInterdomain(peer, remote);
-    ev.dispatch(); // the pending event bind_interdomain raised
+    ev.clear(port); // the event bind_interdomain raised on the new port: not one of ping's
     ev.send(port); // ready
     for (let i = 0; i < rounds; i++) {
       waitFor(ev, port, spinNs);

@@ -63,6 +63,7 @@ describe('event channels: interdomain basics', () => {
     expect(e0.isPending(port)).toBe(false);
     printk(m.hv, 'a hypervisor line');
     expect(e0.isPending(port)).toBe(true);
+    e0.on(port, () => {});
     expect(e0.dispatch()).toBe(1);
     expect(e0.isPending(port)).toBe(false);
     const { v } = await m.domU();

@@ -20,6 +20,7 @@ import { SHARED_INFO, VCPU_INFO, vcpuInfoOffset } from '../../../shared/abi/shar
 import { __HYPERVISOR_event_channel_op } from '../../../shared/hypercall.ts';
 import { StructView } from '../../../shared/layout.ts';
 import { DOMID_SELF } from '../../../shared/types.ts';
+import { EVTCHN_2L_PORTS } from '../../../hypervisor/state.ts';
 import { EventChannels } from '../../../shared/guest/evtchn.ts';
 import { ARG, get, put } from '../hypercall/helpers.ts';
 
@@ -116,6 +117,25 @@ export function clearUpcall(v: TestVcpu, ev: EventChannels, vcpu = 0): void {
 }
 export function clearSel(v: TestVcpu, ev: EventChannels, vcpu = 0): void {
   v.api.mem.writeU64(ev.sharedInfo + vcpuInfoOffset(vcpu) + SEL, 0n);
+}
+
+/**
+ * Acknowledge every event `ev`'s domain has on vCPU `vcpu`: each pending,
+ * unmasked port cleared (handler or not: EventChannels.dispatch leaves the
+ * ports it has no handler for), then the selector and upcall flag. Returns
+ * how many ports it cleared. Tests use it to start a step from clean bits.
+ */
+export function takeAll(v: TestVcpu, ev: EventChannels, vcpu = 0): number {
+  let n = 0;
+  for (let p = 1; p < EVTCHN_2L_PORTS; p++) {
+    if (ev.isPending(p) && !ev.isMasked(p)) {
+      ev.clear(p);
+      n++;
+    }
+  }
+  clearSel(v, ev, vcpu);
+  clearUpcall(v, ev, vcpu);
+  return n;
 }
 
 /** The whole event area of shared_info (vcpu_info[], pending[], mask[]) as bytes: to show nothing changed. */

@@ -20,7 +20,7 @@ import { UNMAPPED } from '../hypercall/helpers.ts';
 import {
   allocUnbound, bindInterdomain, bindIpi, bindVcpu, bindVirq, bits, close, connect, EVTCHN, eventArea, reset, send,
   status, unmask,
-  pairWithEvents, type Dom,
+  pairWithEvents, takeAll, type Dom,
 } from './helpers.ts';
 
 
@@ -134,11 +134,11 @@ describe('event_channel_op sub-ops', () => {
       const l = bindInterdomain(a.v, DOMID_SELF, u).port;
       expect(l).not.toBe(u);
       expect(status(a.v, u)).toMatchObject({ status: EVTCHNSTAT_interdomain, dom: a.domid, remotePort: l });
-      ea.dispatch();
+      takeAll(a.v, ea);
       expect(send(a.v, u)).toBe(0);
       expect(bits(a.v, ea, l).pending).toBe(true);
       expect(bits(a.v, ea, u).pending).toBe(false);
-      ea.dispatch();
+      takeAll(a.v, ea);
       expect(send(a.v, l)).toBe(0);
       expect(bits(a.v, ea, u).pending).toBe(true);
       expect(bits(a.v, ea, l).pending).toBe(false);
@@ -211,7 +211,7 @@ describe('event_channel_op sub-ops', () => {
   describe('send', () => {
     it('interdomain: sets the remote port pending, not the local one', () => {
       const { pa, pb } = connect(a, b);
-      eb.dispatch();
+      takeAll(b.v, eb);
       expect(send(a.v, pa)).toBe(0);
       expect(bits(b.v, eb, pb)).toEqual({ pending: true, masked: false, sel: true, upcall: 1 });
       expect(bits(a.v, ea, pa)).toEqual({ pending: false, masked: false, sel: false, upcall: 0 });

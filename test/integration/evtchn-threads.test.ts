@@ -2,7 +2,9 @@
  * Event channels on real threads: two DomUs ping-pong over an interdomain
  * channel, each blocking in SCHEDOP_block (so every round wakes a blocked vCPU
  * thread); the same with the example kernel docs/event-channels.md shows, taken
- * from the page itself so that the page cannot drift from what works.
+ * from the page itself so that the page cannot drift from what works; and an
+ * event that arrives before its port has a handler, while the receiver
+ * dispatches, is still there for the handler set afterwards.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -57,5 +59,20 @@ describe('event channels across vCPU threads', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('an event that comes before its port has a handler, while the receiver dispatches, reaches the handler set later', async () => {
+    // Deterministic: the receiver sets its handler only after reading a node
+    // the sender writes after its event, through reads that dispatch. The
+    // library's dispatch() used to clear it (and a ping-pong hung in CI).
+    const kernel = 'test/fixtures/guests/late-handler.ts';
+    const out = await runBenchGuests([
+      { name: 'recv', kernel, memoryMiB: 1, cmdline: 'role=recv peer=2' },
+      { name: 'send', kernel, memoryMiB: 1, cmdline: 'role=send peer=1' },
+    ], { memMiB: 64, pcpus: 2 }, { timeoutMs: HANG_MS });
+    expect(out.log).toContain('(d2) late-handler: sent');
+    expect(out.log).toContain('(d1) late-handler: kept');
+    expect(out.log).toMatch(/Domain 1 shutdown: reason 0/);
+    expect(out.log).not.toMatch(/crashed|late-handler: lost/);
   });
 });

@@ -14,14 +14,10 @@ import { Xen } from '../../../shared/guest/xen.ts';
 import { SHUTDOWN_poweroff } from '../../../shared/hypercall.ts';
 import { EVTCHNSTAT_interdomain } from '../../../shared/abi/event-channel.ts';
 import { GuestXenbus } from '../../../shared/guest/xenbus.ts';
-import { XenbusError } from '../../../shared/xenbus/client.ts';
+import { readWhenThere } from './peer-node.ts';
 
 function args(cmdline: string): Map<string, string> {
   return new Map(cmdline.split(/\s+/).filter(Boolean).map((kv) => kv.split('=') as [string, string]));
-}
-
-function sleep(ev: EventChannels, ns: bigint): void {
-  ev.poll([], ev.systemTime() + ns);
 }
 
 /** Wait for an event on `port`: spin on its pending bit up to `spinNs`, then block. */
@@ -74,16 +70,7 @@ export default async function pingpong(k: KernelApi): Promise<void> {
     const warm = rtt.slice(0, rtt.length);
     xen.print(`BENCH ${JSON.stringify({ name: 'evtchn-pingpong', rounds, spinUs: Number(spinNs) / 1000, medianUs: warm[Math.floor(warm.length / 2)], p90Us: warm[Math.floor(warm.length * 0.9)] })}\n`);
   } else {
-    // Until ping has published (and opened to us) its port: ENOENT, or EACCES meanwhile.
-    let remote = -1;
-    while (remote < 0) {
-      try {
-        remote = Number(await xs.wait(xs.client.read(`/local/domain/${peer}/${PORT_NODE}`)));
-      } catch (e) {
-        if (!(e instanceof XenbusError) || (e.errno !== 'ENOENT' && e.errno !== 'EACCES')) throw e;
-        sleep(ev, 1_000_000n);
-      }
-    }
+    const remote = Number(await readWhenThere(ev, xs, `/local/domain/${peer}/${PORT_NODE}`));
     const port = ev.bindInterdomain(peer, remote);
     ev.clear(port); // the event bind_interdomain raised on the new port: not one of ping's
     ev.send(port); // ready

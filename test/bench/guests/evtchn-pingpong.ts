@@ -47,11 +47,9 @@ export default async function pingpong(k: KernelApi): Promise<void> {
     const port = ev.allocUnbound(peer);
     // pong says it is ready; only then do we send (an event sent earlier could
     // coalesce with the one bind_interdomain raised at pong, which pong
-    // clears). "ready" may come while we still wait for xenstored: pong can
-    // read the port as soon as setPerms is applied. The handler is set first;
-    // set later, it would get "ready" all the same (dispatch leaves an event
-    // of a port without a handler pending; on() delivers it), which a version
-    // of the library that cleared such events did not (it hung CI once).
+    // clears). "ready" may come while we still wait for xenstored (pong can
+    // read the port as soon as setPerms is applied); it stays pending for
+    // the handler either way.
     let ready = false;
     ev.on(port, () => { ready = true; });
     const me = Number(await xs.wait(xs.client.read('domid')));

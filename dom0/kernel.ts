@@ -208,7 +208,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   // blkback maps frontends' grants through Dom0's own grant table (it grants
   // nothing itself), set up when the first vbd appears.
   const blkback = await BlkbackDriver.start({ xb: xs.xb, ev, gt: () => new GrantTable(xen), dma: host.dma, post: loop.post,
-    addPoller: (port, serve) => loop.addPoller(port, serve), ...cmd.blkback,
+    addPoller: (port, serve, arm) => loop.addPoller(port, serve, arm), ...cmd.blkback,
   });
   // An fdatasync completion is a host callback: it runs only while Dom0 is awake, so sleep briefly while one is due.
   loop.watchHostClients(() => blkback.pendingHostIo);

@@ -47,10 +47,16 @@ export const SPIN_TURN_MAX_US = 1000;
  */
 export const SPIN_TURN_MAX_QUIET_US = 5000;
 
-/** A ring served by polling: `serve` handles what is waiting and returns how many requests it took (0: none). */
+/**
+ * A ring served by polling: `serve` handles what is waiting and returns how
+ * many requests it took (0: none); `arm`, if given, is the ring's last look
+ * before Dom0 blocks (set its event index, RING_FINAL_CHECK_FOR_*; serve what
+ * raced with it and return how many were taken).
+ */
 interface Poller {
   readonly port: number;
   readonly serve: () => number;
+  readonly arm: (() => number) | undefined;
 }
 
 const UPCALL = VCPU_INFO.fields.evtchn_upcall_pending.offset;
@@ -89,11 +95,13 @@ export class Dom0Loop {
   /**
    * Serve the ring behind `port` by polling too: `serve` becomes the port's
    * event handler and is called by `idle`'s spin (it must be cheap when
-   * nothing waits). Returns the function that removes the poller (closing
-   * the port removes its handler).
+   * nothing waits). A `serve` that leaves its ring's event index alone (no
+   * notifications while Dom0 polls) must give `arm`, which `idle` calls
+   * before it blocks; if any arm finds work, Dom0 does not block. Returns the
+   * function that removes the poller (closing the port removes its handler).
    */
-  addPoller(port: number, serve: () => number): () => void {
-    const p: Poller = { port, serve };
+  addPoller(port: number, serve: () => number, arm?: () => number): () => void {
+    const p: Poller = { port, serve, arm };
     this.pollers.push(p);
     this.ev.on(port, () => {
       this.polledEvents++;
@@ -207,7 +215,9 @@ export class Dom0Loop {
    * given back meanwhile), then dispatch events. Returns at once if work is
    * posted or an event is already waiting. While a polled ring was busy in
    * the last SPIN_RECENT_MS, spins first (`spin`) and returns without
-   * blocking if the spin served work or saw another port's event.
+   * blocking if the spin served work or saw another port's event; then arms
+   * the polled rings (addPoller) and returns without blocking if that found
+   * work.
    */
   idle(ms: number = this.idleMs()): void {
     if (this.posted.length === 0) {
@@ -215,7 +225,7 @@ export class Dom0Loop {
       const busy = this.spin();
       const t1 = performance.now();
       this.stats.spinMs += t1 - t0;
-      if (!busy) {
+      if (!busy && !this.armAll()) {
         this.armTimer(ms);
         this.stats.blocks++;
         this.ev.xen.block();
@@ -223,6 +233,15 @@ export class Dom0Loop {
       }
     }
     this.ev.dispatch();
+  }
+
+  /** Every poller's last look before Dom0 blocks (addPoller); true if one found work (then Dom0 must not block). */
+  private armAll(): boolean {
+    let did = 0;
+    const ps = this.pollers;
+    for (let i = 0; i < ps.length; i++) did += ps[i]!.arm?.() ?? 0;
+    if (did > 0) this.lastWorkMs = performance.now();
+    return did > 0;
   }
 
   /**

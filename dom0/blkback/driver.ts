@@ -84,8 +84,8 @@ export interface BlkbackOptions {
   readonly openStorage?: OpenStorage;
   /** Default VBD_BACKEND_ROOT. */
   readonly root?: string;
-  /** Dom0Loop.addPoller: connected rings are also served by the loop's spin before it blocks. */
-  readonly addPoller?: (port: number, serve: () => number) => () => void;
+  /** Dom0Loop.addPoller: connected rings are also served by the loop's spin, and armed (`arm`) before Dom0 blocks. */
+  readonly addPoller?: (port: number, serve: () => number, arm: () => number) => () => void;
 }
 
 export class BlkbackDriver {

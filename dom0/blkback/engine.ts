@@ -8,7 +8,12 @@
  * a private object (validate.ts) and only then acted on. Responses are put as
  * requests finish and pushed once per batch (RING_PUSH_RESPONSES_AND_CHECK_NOTIFY,
  * notifying only when the frontend asked); RING_FINAL_CHECK_FOR_REQUESTS then
- * re-arms req_event and catches requests that raced with it.
+ * re-arms req_event and catches requests that raced with it. Served by Dom0's
+ * spin instead (`poll`), the engine does not re-arm: while Dom0 looks at the
+ * ring anyway, a frontend's pushes need no notification (Linux blkfront then
+ * sends none: notify iff req_event lies in the pushed range). The loop arms
+ * every polled ring just before Dom0 blocks (`armRing`), so ring.h's
+ * guarantee holds: a request pushed after that look is notified.
  *
  * The two common cases are served without allocating: a direct READ/WRITE
  * (DirectRwScratch, checkDirectRw) and an INDIRECT READ/WRITE
@@ -220,13 +225,18 @@ export class BlkifEngine {
   /** Flushes, barriers and discards not yet answered. */
   get pending(): number { return this.inFlight.size; }
 
-  /** Consume and serve every request available (the event channel's handler); returns how many were taken. */
-  kick(): number {
+  /**
+   * Consume and serve every request available (the event channel's handler);
+   * returns how many were taken. `arm`: end with RING_FINAL_CHECK_FOR_REQUESTS
+   * (req_event set, so the frontend notifies its next push); false: stop when
+   * none is left, req_event as it was (`poll`).
+   */
+  kick(arm = true): number {
     if (this.state !== 'running' || this.kicking) return 0;
     const before = this.stats.requests;
     this.kicking = true;
     try {
-      this.serve();
+      this.serve(arm);
     } finally {
       this.kicking = false;
     }
@@ -234,15 +244,32 @@ export class BlkifEngine {
   }
 
   /**
-   * Dom0's spin (loop.ts): serve the ring if requests wait on it, as a kick
-   * would; otherwise only one look at req_prod. Returns how many were taken.
+   * Dom0's spin (loop.ts) and the port's handler under it: serve the ring if
+   * requests wait on it, without re-arming req_event (see the top of this
+   * file); otherwise only one look at req_prod. Returns how many were taken.
    */
   poll(): number {
     if (this.state !== 'running' || this.barrier || this.kicking) return 0;
-    return this.d.ring.unconsumedRequests() !== 0 ? this.kick() : 0;
+    return this.d.ring.unconsumedRequests() !== 0 ? this.kick(false) : 0;
   }
 
-  private serve(): void {
+  /**
+   * Dom0's last look before it blocks (loop.ts): RING_FINAL_CHECK_FOR_REQUESTS,
+   * and serve what raced with it (as a kick, which re-arms). Returns how many
+   * requests were taken (0: armed, nothing waits; Dom0 may block). A halted,
+   * stopped or barrier-held ring is not armed: a barrier re-kicks when it ends.
+   */
+  armRing(): number {
+    if (this.state !== 'running' || this.barrier || this.kicking) return 0;
+    const more = this.d.ring.finalCheckForRequests();
+    if (more < 0) {
+      this.halt();
+      return 0;
+    }
+    return more > 0 ? this.kick() : 0;
+  }
+
+  private serve(arm: boolean): void {
     const ring = this.d.ring;
     for (;;) {
       if (this.barrier) break;
@@ -279,7 +306,7 @@ export class BlkifEngine {
         this.nextLru = now + LRU_INTERVAL_MS;
       }
       if (this.barrier) break;
-      const more = ring.finalCheckForRequests();
+      const more = arm ? ring.finalCheckForRequests() : ring.unconsumedRequests();
       if (more < 0) return this.halt();
       if (more === 0) break;
     }

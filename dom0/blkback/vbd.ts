@@ -80,10 +80,11 @@ export interface VbdContext {
   readonly features: BlkbackFeatures;
   /**
    * Serve a connected ring by polling too (Dom0Loop.addPoller): `serve`
-   * becomes the port's handler; returns the remover. Without it the port's
-   * handler is a plain kick.
+   * becomes the port's handler and leaves req_event alone, so the loop must
+   * call `arm` before Dom0 blocks (BlkifEngine.armRing); returns the
+   * remover. Without it the port's handler is a plain kick.
    */
-  readonly addPoller?: (port: number, serve: () => number) => () => void;
+  readonly addPoller?: (port: number, serve: () => number, arm: () => number) => () => void;
   /** Dom0's clock in ms for the engines (persistent grants' purge); default performance.now. */
   readonly now?: () => number;
 }
@@ -344,7 +345,7 @@ export class VbdBackend {
       ...(this.c.now ? { now: this.c.now } : {}),
     });
     let unpoll = (): void => {};
-    if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll());
+    if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll(), () => engine.armRing());
     else ev.on(port, () => engine.kick());
     return { engine, port, ringGfn, ringPages: n, ringHandles, persistent: pg, unpoll };
   }

@@ -1,10 +1,22 @@
 /**
  * Push batching: requests are put on the ring as they are submitted and
  * published (one RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, one notification at
- * most) at the end of the burst. BlkDataPath.pushRequests publishes; this
- * counts what is unpushed and runs the microtask fallback that ends a burst
- * when no kernel loop does.
+ * most) at the end of the burst, or every PUSH_EARLY requests within it.
+ * BlkDataPath.pushRequests publishes; this counts what is unpushed and runs
+ * the microtask fallback that ends a burst when no kernel loop does.
  */
+
+/**
+ * A burst's requests are pushed every PUSH_EARLY of them, not only at its
+ * end, so that a backend polling the ring starts on them while the guest
+ * still builds the rest (Linux blkfront pushes per blk-mq dispatch batch).
+ * A push the backend asked to hear of costs a notification; one that polls
+ * asks for none (blkback re-arms req_event only before Dom0 blocks). Measured
+ * on the null backend, QD 32, one-page ring, interleaved runs: ~1.6 M
+ * requests/s pushed per burst, ~1.9-2.1 M every 8, ~1.8-2.0 M every 4 or 16.
+ */
+export const PUSH_EARLY = 8;
+
 export class PushBatch {
   /** Requests put on the current ring and not yet pushed (req_prod_pvt - req_prod). */
   unpushed = 0;
@@ -18,12 +30,13 @@ export class PushBatch {
 
   /**
    * `put` requests went on the ring. `full`: nothing more can go on it until
-   * responses come (slots, ids or pages spent): push now. Otherwise the
-   * microtask fallback pushes at the end of the burst.
+   * responses come (slots, ids or pages spent): push now; so too once
+   * PUSH_EARLY are unpushed. Otherwise the microtask fallback pushes at the
+   * end of the burst.
    */
   added(put: number, full: boolean): void {
     this.unpushed += put;
-    if (full) {
+    if (full || this.unpushed >= PUSH_EARLY) {
       this.push();
       return;
     }

@@ -84,6 +84,27 @@ describe('Dom0Loop', () => {
     expect(loop.stats.blocks).toBe(4);
   });
 
+  it('before it blocks, idle() arms every polled ring; an arm that finds work keeps Dom0 from blocking', () => {
+    const { m, ev, loop } = setup();
+    const armed: number[] = [];
+    let raced = 0;
+    const a = ev.bindIpi();
+    const b = ev.bindIpi();
+    loop.addPoller(a, () => 0, () => { armed.push(a); return 0; });
+    loop.addPoller(b, () => 0, () => { armed.push(b); return raced; });
+    loop.idle(1);
+    expect(armed).toEqual([a, b]);
+    expect(m.dom0.sched.blocks).toBe(1);
+    raced = 2; // requests pushed without an event just before the arm: it serves them
+    loop.idle(1);
+    expect(armed).toEqual([a, b, a, b]);
+    expect(m.dom0.sched.blocks).toBe(1);
+    // Work is posted: no arm, no block (the loop's turn runs first).
+    loop.post(() => {});
+    loop.idle(1);
+    expect(armed).toHaveLength(4);
+  });
+
   it('an idle host does not spin: without recent ring work idle() blocks at once', () => {
     const { m, ev, loop } = setup();
     const p = poller(ev, loop, []);

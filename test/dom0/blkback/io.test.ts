@@ -446,7 +446,7 @@ describe('blkback data path', () => {
 
   it('Dom0\'s spin serves a ring that published requests without an event (poller registered by the driver)', async () => {
     let loop: Dom0Loop | undefined;
-    const tb = await BlkTestbed.start({ addPoller: (port, serve) => loop!.addPoller(port, serve) });
+    const tb = await BlkTestbed.start({ addPoller: (port, serve, arm) => loop!.addPoller(port, serve, arm) });
     // Spin however long ago the last work was (the default, 2 ms, is shorter
     // than the awaits below can take on a loaded machine: the loop blocked instead).
     loop = new Dom0Loop(tb.ev, undefined, { spinRecentMs: 60_000 });
@@ -468,5 +468,52 @@ describe('blkback data path', () => {
     expect(tb.m.dom0.sched.blocks).toBe(blocksBefore);
     expect(f2.responses()).toEqual([{ id: 2n, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY }]);
     await tb.unplug(f2.domid, f2.devid);
+  });
+
+  it('polled by Dom0, the ring asks for no notification; armed before Dom0 blocks, it does, and what raced with the arm is served', async () => {
+    let loop: Dom0Loop | undefined;
+    const tb = await BlkTestbed.start({ addPoller: (port, serve, arm) => loop!.addPoller(port, serve, arm) });
+    loop = new Dom0Loop(tb.ev, undefined, { spinRecentMs: 60_000 });
+    const f = await FakeBlkfront.create(tb, {});
+    await tb.addVbd(f.domid, f.devid, { params: String(1 << 30), type: 'null' });
+    await f.connect();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const p = f.page();
+    const read = (id: bigint): number => f.put(rw(BLKIF_OP_READ, id, 0, [seg(p.gref)]));
+    const ok = (id: bigint) => ({ id, operation: BLKIF_OP_READ, status: BLKIF_RSP_OKAY });
+    // Served by polling (the spin, or the port's handler under Dom0's loop): req_event is left where it was.
+    read(1n);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(1n)]);
+    read(2n);
+    read(3n);
+    expect(f.ring.pushRequestsAndCheckNotify()).toBe(false);
+    expect(engine.poll()).toBe(2);
+    expect(f.responses()).toEqual([ok(2n), ok(3n)]);
+    // Dom0's last look before blocking: nothing waits, req_event is set, and Dom0 blocks.
+    const blocks = tb.m.dom0.sched.blocks;
+    loop.idle(1);
+    expect(tb.m.dom0.sched.blocks).toBe(blocks + 1);
+    read(4n);
+    expect(f.ring.pushRequestsAndCheckNotify()).toBe(true);
+    f.ev.send(f.port);
+    tb.ev.dispatch();
+    expect(f.responses()).toEqual([ok(4n)]);
+    // Pushed unnotified (req_event stale) just before the arm: the arm serves it and Dom0 does not block.
+    read(5n);
+    expect(f.ring.pushRequestsAndCheckNotify()).toBe(false);
+    expect(engine.armRing()).toBe(1);
+    expect(f.responses()).toEqual([ok(5n)]);
+    read(6n);
+    expect(f.ring.pushRequestsAndCheckNotify()).toBe(true);
+    expect(engine.poll()).toBe(1);
+    read(7n);
+    f.ring.pushRequestsAndCheckNotify();
+    const blocks2 = tb.m.dom0.sched.blocks;
+    loop.idle(1);
+    expect(tb.m.dom0.sched.blocks).toBe(blocks2);
+    expect(f.responses()).toEqual([ok(6n), ok(7n)]);
+    await tb.unplug(f.domid, f.devid);
   });
 });

@@ -49,7 +49,7 @@ import { BlkDataPath, NO_DISCARD, NO_FLUSH } from './datapath.ts';
 import { DataPages } from './grants.ts';
 import { handshakeAction, type BackendState, type HandshakeAction } from './handshake.ts';
 import { MAX_INDIRECT_SEGMENTS, rangeError } from './requests.ts';
-import { BlkRing, type IoData, type IoOp } from './ring.ts';
+import { BlkRing, type IoData, type IoDone, type IoOp } from './ring.ts';
 import { BlkfrontError, type BlkDiskInfo, type BlkFeatures, type BlkfrontOptions, type BlkfrontStats } from './types.ts';
 
 export type { BlkfrontStats } from './types.ts';
@@ -297,17 +297,44 @@ export class BlockFront {
     return this.submitPages('write', sector, buf, offset, count);
   }
 
+  /**
+   * Zero-copy I/O without a promise (Linux's submit_bio and its bi_end_io):
+   * `readPages` (kind 'read') or `writePages` ('write') of `count` sectors
+   * from `sector` at byte `offset` of `buf`, whose completion is `done(err)`,
+   * called once: `err` undefined when the backend answered OKAY for all of
+   * it, else the BlkfrontError it failed with (as the promise would be
+   * rejected). `done` runs from a microtask after the response is consumed,
+   * never inside this call, and may queue more I/O. It saves the promise and
+   * the continuation per I/O (~0.1 µs here: a tenth to a quarter of a null
+   * request's guest time). Returns the error an I/O is refused with at once
+   * (a bad range or buffer, a closed device; `done` is then never called),
+   * else undefined.
+   */
+  queuePages(kind: 'read' | 'write', sector: number, buf: BlkBuffer, offset: number, count: number | undefined, done: IoDone): BlkfrontError | undefined {
+    if (kind === 'write' && this.diskInfo?.readOnly) return new BlkfrontError('unsupported', 'writePages: the disk is read-only');
+    const n = this.pagesCount(kind, buf, offset, count);
+    if (typeof n !== 'number') return n;
+    return this.enqueue(kind, sector, n, buf, offset, buf, null, null, done);
+  }
+
   private submitPages(kind: 'read' | 'write', sector: number, buf: BlkBuffer, offset: number, count: number | undefined): Promise<void> {
+    const n = this.pagesCount(kind, buf, offset, count);
+    if (typeof n !== 'number') return Promise.reject(n);
+    return this.submit(kind, sector, n, buf, offset, buf);
+  }
+
+  /** The sectors of a readPages/writePages (`count`, or what fits after `offset`), or why the buffer or offset is refused. */
+  private pagesCount(kind: 'read' | 'write', buf: BlkBuffer, offset: number, count: number | undefined): number | BlkfrontError {
     const what = kind === 'read' ? 'readPages' : 'writePages';
-    if (!this.buffers.has(buf)) return Promise.reject(new BlkfrontError('range', `${what}: not a buffer of this device, or freed`));
+    if (!this.buffers.has(buf)) return new BlkfrontError('range', `${what}: not a buffer of this device, or freed`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0 || offset >= buf.bytes) {
-      return Promise.reject(new BlkfrontError('range', `${what}: offset ${offset} is not a multiple of ${PAGE_SIZE} inside the ${buf.bytes}-byte buffer`));
+      return new BlkfrontError('range', `${what}: offset ${offset} is not a multiple of ${PAGE_SIZE} inside the ${buf.bytes}-byte buffer`);
     }
     const n = count ?? (buf.bytes - offset) / SECTOR;
     if (Number.isSafeInteger(n) && n * SECTOR > buf.bytes - offset) {
-      return Promise.reject(new BlkfrontError('range', `${what}: ${n} sectors from byte ${offset} do not fit in the ${buf.bytes}-byte buffer`));
+      return new BlkfrontError('range', `${what}: ${n} sectors from byte ${offset} do not fit in the ${buf.bytes}-byte buffer`);
     }
-    return this.submit(kind, sector, n, buf, offset, buf);
+    return n;
   }
 
   /**
@@ -315,19 +342,36 @@ export class BlockFront {
    * issue what fits. `blk`: `buf` if it is a BlkBuffer (the caller knows; see IoOp.blk).
    */
   private submit(kind: IoOp['kind'], sector: number, count: number, buf: IoData | undefined, offset = 0, blk: BlkBuffer | null = null): Promise<void> {
-    if (this.closing || this.finalised || this.dp.broken) return Promise.reject(this.endReason ?? new BlkfrontError('closed', `${kind}: the device is closed`));
+    return new Promise<void>((resolve, reject) => {
+      const refused = this.enqueue(kind, sector, count, buf, offset, blk, resolve, reject, null);
+      if (refused) reject(refused);
+    });
+  }
+
+  /**
+   * The I/O as an IoOp on the driver's queue, and what fits issued; its
+   * completion is `resolve`/`reject` or `done` (IoOp). Returns the error it
+   * is refused with (nothing queued), else undefined. A zero-length I/O is
+   * complete at once (settled through the data path, so a `done` still runs
+   * from a microtask).
+   */
+  private enqueue(kind: IoOp['kind'], sector: number, count: number, buf: IoData | undefined, offset: number, blk: BlkBuffer | null,
+    resolve: (() => void) | null, reject: ((e: Error) => void) | null, done: IoDone | null): BlkfrontError | undefined {
+    if (this.closing || this.finalised || this.dp.broken) return this.endReason ?? new BlkfrontError('closed', `${kind}: the device is closed`);
     if (kind !== 'flush') {
       const bad = rangeError(this.disk, sector, count);
-      if (bad) return Promise.reject(new BlkfrontError('range', `${kind}: ${bad}`));
-      if (count === 0) return Promise.resolve();
+      if (bad) return new BlkfrontError('range', `${kind}: ${bad}`);
     }
-    return new Promise<void>((resolve, reject) => {
-      const op: IoOp = { kind, buf, blk, left: count, error: undefined, settled: false, resolve, reject };
-      // A buffer's I/O is pending until the op settles (BlkDataPath.finishPiece).
-      if (blk !== null) blk.pending++;
-      this.dp.queue.push({ op, sector, count, offset });
-      this.dp.dispatch();
-    });
+    const op: IoOp = { kind, buf, blk, left: count, error: undefined, settled: false, resolve, reject, done };
+    // A buffer's I/O is pending until the op settles (BlkDataPath.settle).
+    if (blk !== null) blk.pending++;
+    if (count === 0) {
+      this.dp.settle(op);
+      return undefined;
+    }
+    this.dp.queue.push({ op, sector, count, offset });
+    this.dp.dispatch();
+    return undefined;
   }
 
   /**

@@ -42,8 +42,8 @@ export class ResponseCopy {
  */
 export function copyOut(xen: Xen, sh: Shadow): void {
   const { op, count, offset } = sh.piece;
-  const buf = op.buf;
-  if (!(buf instanceof Uint8Array)) return;
+  if (op.blk !== null) return;
+  const buf = op.buf as Uint8Array;
   const mem = xen.k.mem;
   const bytes = count * BLKIF_SECTOR_SIZE;
   const pages = sh.pages;

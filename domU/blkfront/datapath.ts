@@ -14,9 +14,10 @@ import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import type { XenbusStateName } from '../../shared/xenbus/state.ts';
 import { copyOut, ResponseCopy, u64Text, withoutFeature } from './completion.ts';
 import type { DataPages } from './grants.ts';
+import { microtask } from '../../shared/guest/microtask.ts';
 import { PushBatch } from './push.ts';
 import { RequestWriter, type IssueResult } from './requests.ts';
-import type { BlkRing, Piece, Shadow } from './ring.ts';
+import type { BlkRing, IoOp, Piece, Shadow } from './ring.ts';
 import { BlkfrontError, blkifStatusName, type BlkFeatures, type BlkfrontStats } from './types.ts';
 
 export const NO_FLUSH = 'flush: the backend offers neither feature-flush-cache nor feature-barrier';
@@ -61,6 +62,9 @@ export class BlkDataPath {
   private readonly writer: RequestWriter;
   /** Our private copy of a response, taken from its slot before it is looked at (reused). */
   private readonly rsp = new ResponseCopy();
+  /** Settled callback I/Os whose `done` has not run yet (see finishPiece), and the spare list swapped in. */
+  private doneQueue: IoOp[] = [];
+  private doneSpare: IoOp[] = [];
 
   constructor(
     private readonly ev: EventChannels,
@@ -227,15 +231,48 @@ export class BlkDataPath {
       }
     }
     op.left -= piece.count;
-    if (op.left <= 0 && !op.settled) {
-      op.settled = true;
-      if (op.blk !== null) op.blk.pending--;
-      if (op.error) op.reject(op.error);
-      else op.resolve();
-    }
+    if (op.left <= 0 && !op.settled) this.settle(op);
     if (this.queue.length === 0 && this.inFlight === 0) this.wakeDrainWaiters();
     if (this.inFlight === 0 && this.host.state() === 'Closing' && !this.host.finalised()) this.host.idleWhileClosing();
   }
+
+  /**
+   * The I/O is over. A promise settles (its continuations run later, as
+   * microtasks); a callback I/O's `done` is queued and run from one
+   * microtask for all settled meanwhile, in order (runDone): never inside
+   * the driver's own loops, which it may re-enter by queueing more I/O.
+   */
+  settle(op: IoOp): void {
+    op.settled = true;
+    if (op.blk !== null) op.blk.pending--;
+    if (op.done !== null) {
+      if (this.doneQueue.push(op) === 1) microtask(this.runDone);
+    } else if (op.error) {
+      op.reject!(op.error);
+    } else {
+      op.resolve!();
+    }
+  }
+
+  /**
+   * Run the queued `done` callbacks (settle). One that throws is reported
+   * through the warn hook and the rest still run: the driver's state is not
+   * the caller's to break.
+   */
+  private readonly runDone = (): void => {
+    const list = this.doneQueue;
+    this.doneQueue = this.doneSpare;
+    for (let i = 0; i < list.length; i++) {
+      const op = list[i]!;
+      try {
+        op.done!(op.error);
+      } catch (e) {
+        this.warn('blkfront: an I/O completion callback threw', { error: String(e) });
+      }
+    }
+    list.length = 0;
+    this.doneSpare = list;
+  };
 
   /**
    * Put queued pieces on the ring while there are slots, ids and pages. They

@@ -5,6 +5,7 @@
  * BlkDataPath.pushRequests publishes; this counts what is unpushed and runs
  * the microtask fallback that ends a burst when no kernel loop does.
  */
+import { microtask } from '../../shared/guest/microtask.ts';
 
 /**
  * A burst's requests are pushed every PUSH_EARLY of them, not only at its
@@ -45,7 +46,7 @@ export class PushBatch {
     } else {
       this.pushQueued = true;
       this.putSinceQueued = false;
-      queueMicrotask(this.pushTask);
+      microtask(this.pushTask);
     }
   }
 
@@ -59,7 +60,7 @@ export class PushBatch {
   private readonly pushTask = (): void => {
     if (this.putSinceQueued && this.unpushed > 0) {
       this.putSinceQueued = false;
-      queueMicrotask(this.pushTask);
+      microtask(this.pushTask);
       return;
     }
     this.pushQueued = false;

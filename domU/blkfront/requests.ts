@@ -6,12 +6,14 @@
  * indirect (segments listed in granted indirect pages, BLKIF_OP_INDIRECT).
  *
  * Every request is encoded in one entry buffer owned by the writer and reused
- * (no allocation per request), then copied into its ring slot. Publishing the
- * slot (the push) is the caller's.
+ * (no allocation per request), then copied into its ring slot: a direct
+ * READ/WRITE only as far as its last segment (Linux blkfront too writes the
+ * fields it uses into the slot, not the whole entry; the backend reads no
+ * segment past nr_segments). Publishing the slot (the push) is the caller's.
  */
 import {
   BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE,
-  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER,
+  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_REQUEST, BLKIF_REQUEST_SEGMENT,
   BLKIF_RING_ENTRY_SIZE, BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
 import {
@@ -29,6 +31,8 @@ export const MAX_INDIRECT_SEGMENTS = BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * SEGS
 
 /** A blank request entry. */
 const ZERO_ENTRY = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
+/** Bytes of a direct request up to the end of its segment array (struct blkif_request's seg[] at its offset). */
+const directBytes = (nseg: number): number => BLKIF_REQUEST.fields.seg.offset + nseg * BLKIF_REQUEST_SEGMENT.size;
 
 /** The pages of a request that has none (shared; frozen). */
 const NO_PAGES: readonly GrantedPage[] = Object.freeze([]);
@@ -57,6 +61,14 @@ export class RequestWriter {
   /** The entry a request is encoded in before it is copied into its slot (reused: no allocation per request). */
   private readonly reqBuf = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
   private readonly reqView = new DataView(this.reqBuf.buffer);
+  /** reqBuf up to a direct request's last segment, by segment count (made once). */
+  private readonly directViews = Array.from({ length: BLKIF_MAX_SEGMENTS_PER_REQUEST + 1 }, (_, n) => this.reqBuf.subarray(0, directBytes(n)));
+  /**
+   * reqBuf holds only what direct requests write (header, id, segments with
+   * their padding zero); false once another kind was encoded in it, which
+   * writes other offsets: the next direct request clears it first.
+   */
+  private directClean = true;
 
   constructor(
     private readonly xen: Xen,
@@ -86,6 +98,7 @@ export class RequestWriter {
     queue.shift();
     const sh = ring.addShadow(piece, operation, undefined, NO_PAGES, NO_PAGES);
     const id = BigInt(sh.id);
+    this.directClean = false;
     const handle = this.handle;
     ring.front.putRequest(kind === 'discard'
       ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector: piece.sector, nrSectors: piece.count }, this.reqBuf)
@@ -103,14 +116,17 @@ export class RequestWriter {
     const nind = indirect ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
     const op = piece.op;
     // Zero-copy I/O grants the caller's pages: only indirect pages come from the pool.
-    const copy = op.buf instanceof Uint8Array;
+    const copy = op.blk === null;
     if (!this.pages.available((copy ? nseg : 0) + nind)) return 'no-pages';
 
     const write = op.kind === 'write';
     // Direct requests write their segments straight into the request entry; indirect ones list them.
     const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
     // Cleared by copying zeroes in (fill() is a call into the runtime).
-    if (!indirect) this.reqBuf.set(ZERO_ENTRY);
+    if (!indirect && !this.directClean) {
+      this.reqBuf.set(ZERO_ENTRY);
+      this.directClean = true;
+    }
     const pages = this.takeDataPages(piece, n, nseg, write, segs);
     // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
     const indirectPages = nind > 0 ? this.writeIndirectPages(segs!, nind) : (NO_PAGES as GrantedPage[]);
@@ -125,12 +141,14 @@ export class RequestWriter {
     if (indirect) {
       const id = BigInt(sh.id);
       encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) }, this.reqBuf);
+      this.directClean = false;
+      ring.front.putRequest(this.reqBuf);
     } else {
       // struct blkif_request as encodeRequest writes it (the segments are in already).
       setRwRequestHeader(this.reqView, rwOp, nseg, this.handle, piece.sector);
       setRequestIdLow(this.reqView, sh.id);
+      ring.front.putRequest(this.directViews[nseg]!);
     }
-    ring.front.putRequest(this.reqBuf);
     this.stats.requests[indirect ? 'indirect' : write ? 'write' : 'read']++;
     this.stats.segments += nseg;
     return 'issued';
@@ -146,14 +164,16 @@ export class RequestWriter {
   private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, segs: BlkifSegment[] | undefined): GrantedPage[] {
     const mem = this.xen.k.mem;
     const dv = this.reqView;
-    const buf = piece.op.buf!;
+    const op = piece.op;
+    const blk = op.blk;
+    const buf = op.buf as Uint8Array;
     const first = piece.offset / PAGE_SIZE;
     const pages: GrantedPage[] = [];
     for (let k = 0; k < nseg; k++) {
       const sectors = Math.min(SECTORS_PER_PAGE, n - k * SECTORS_PER_PAGE);
       let p: GrantedPage;
-      if (!(buf instanceof Uint8Array)) {
-        p = this.pages.grantBufferPage(buf.pages[first + k]!, write);
+      if (blk !== null) {
+        p = this.pages.grantBufferPage(blk.pages[first + k]!, write);
       } else {
         p = this.pages.take(write)!;
         if (write) {

@@ -26,7 +26,18 @@ import { pagedRingMemory } from './paged-memory.ts';
  */
 export type IoData = Uint8Array | BlkBuffer;
 
-/** One I/O a caller asked for; it completes when all its sectors are answered. */
+/**
+ * The completion of an I/O queued without a promise (BlockFront.queuePages):
+ * called once, with undefined if the backend answered OKAY for all of it, else
+ * the BlkfrontError it failed with.
+ */
+export type IoDone = (err: Error | undefined) => void;
+
+/**
+ * One I/O a caller asked for; it completes when all its sectors are answered.
+ * Its completion is a promise's (`resolve`/`reject`) or a callback (`done`):
+ * exactly one of the two is set.
+ */
 export interface IoOp {
   readonly kind: 'read' | 'write' | 'flush' | 'discard';
   /** read: where the data goes; write: where it comes from (512-byte sectors, in order). */
@@ -42,8 +53,9 @@ export interface IoOp {
   left: number;
   error: Error | undefined;
   settled: boolean;
-  resolve(): void;
-  reject(e: Error): void;
+  readonly resolve: (() => void) | null;
+  readonly reject: ((e: Error) => void) | null;
+  readonly done: IoDone | null;
 }
 
 /** A contiguous part of an IoOp still to send (a request covers one, or the head of one). */

@@ -52,6 +52,8 @@ interface GuestFigures {
   readonly sl: number; readonly slUs: number; readonly spUs: number;
   /** 1: the I/O went through a BlkBuffer (zero-copy: readPages/writePages). */
   readonly zc?: number;
+  /** 1: zero-copy I/O with completion callbacks (queuePages), no promise per I/O. */
+  readonly cb?: number;
   /** The rates (I/Os per second) of every run of this configuration, lowest first (guestRun). */
   readonly runs?: readonly number[];
 }
@@ -66,9 +68,11 @@ interface GuestOpts {
   readonly runMs: number;
   /** Zero-copy: the guest's data in BlkBuffer pages granted directly (readPages/writePages). */
   readonly zc?: boolean;
+  /** With zc: completion callbacks (queuePages) instead of a promise per I/O. */
+  readonly cb?: boolean;
 }
 
-const label = (g: GuestFigures): string => `${g.zc ? 'zero-copy, ' : ''}persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
+const label = (g: GuestFigures): string => `${g.zc ? (g.cb ? 'zero-copy with callbacks, ' : 'zero-copy, ') : ''}persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
 const ioBytes = (t: string): number => (t === 'null' ? 512 : t === 'rand4k' ? 4096 : MIB);
 const perSec = (g: GuestFigures): number => g.n / (g.ns / 1e9);
 const mibps = (g: GuestFigures): number => (g.n * ioBytes(g.t)) / MIB / (g.ns / 1e9);
@@ -126,7 +130,7 @@ async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[])
 }
 
 async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
-  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
+  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} cb=${o.cb ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
   const run = await runBenchGuests([guest], { memMiB: 128, pcpus: 2 }, { timeoutMs: RUN_TIMEOUT_MS }).catch((e: unknown) => {
     throw new Error(`blk guest (${cmdline}): ${e instanceof Error ? e.message : String(e)}`);
@@ -288,19 +292,28 @@ export async function benchBlk(): Promise<string> {
     const raw1R = await median3(() => rawRingRate(100_000, 1, 112, RAW_SPIN_NS));
     const port1R = await median3(() => messagePortRate(30_000, 1, 112));
     const [rawBlock, rawSpin, rawBlock128, port, port128] = [rawBlockR, rawSpinR, rawBlock128R, portR, port128R].map((r) => r.median) as [number, number, number, number, number];
-    const null0 = (await guestRun({ tests: ['null'], persistent: true, indirect: 0, order: 0, qd: 0, maxPages: 256, runMs: RUN_MS }, nullDisk))[0]!;
-    const null2 = (await guestRun({ tests: ['null'], persistent: true, indirect: 0, order: 2, qd: 0, maxPages: 256, runMs: RUN_MS }, nullDisk))[0]!;
-    const null1 = (await guestRun({ tests: ['null'], persistent: true, indirect: 0, order: 0, qd: 1, maxPages: 256, runMs: RUN_MS }, nullDisk))[0]!;
-    all.push(null0, null2, null1);
+    // The guest issues its null reads the leanest way a PV kernel can (zero-copy, completion
+    // callbacks: queuePages); the promise API and the copying API are reference rows.
+    const nullOpts = { tests: ['null'], persistent: true, indirect: 0, maxPages: 256, runMs: RUN_MS, zc: true, cb: true } as const;
+    const null0 = (await guestRun({ ...nullOpts, order: 0, qd: 0 }, nullDisk))[0]!;
+    const null0p = (await guestRun({ ...nullOpts, order: 0, qd: 0, cb: false }, nullDisk))[0]!;
+    const null0c = (await guestRun({ ...nullOpts, order: 0, qd: 0, zc: false, cb: false }, nullDisk))[0]!;
+    const null2 = (await guestRun({ ...nullOpts, order: 2, qd: 0 }, nullDisk))[0]!;
+    const null1 = (await guestRun({ ...nullOpts, order: 0, qd: 1 }, nullDisk))[0]!;
+    all.push(null0, null0p, null0c, null2, null1);
     const n0 = perSec(null0);
+    const n0p = perSec(null0p);
+    const n0c = perSec(null0c);
     const n2 = perSec(null2);
     const n1 = perSec(null1);
     const range = (r: { lo: number; hi: number }): string => ` (${fmtK(r.lo)} .. ${fmtK(r.hi)})`;
-    const [o0, o2, o1] = [withRuns(null0, n0, fmtK), withRuns(null2, n2, fmtK), withRuns(null1, n1, fmtK)];
+    const [o0, o0p, o0c, o2, o1] = [withRuns(null0, n0, fmtK), withRuns(null0p, n0p, fmtK), withRuns(null0c, n0c, fmtK), withRuns(null2, n2, fmtK), withRuns(null1, n1, fmtK)];
     const nullRows = [
       ['ring order 0 (32 slots), QD 32', o0, 'raw SAB ring, 32 x 112 B, blocking', fmtK(rawBlock) + range(rawBlockR), pct(n0 / rawBlock), '>= 50%', verdict(n0 >= 0.5 * rawBlock)],
       ['ring order 0 (32 slots), QD 32', o0, `raw SAB ring, 32 x 112 B, spin ${RAW_SPIN_NS / 1000} µs then block`, fmtK(rawSpin) + range(rawSpinR), pct(n0 / rawSpin), '>= 50%', verdict(n0 >= 0.5 * rawSpin)],
       ['ring order 0 (32 slots), QD 32', o0, 'MessagePort, 32 in flight', fmtK(port) + range(portR), `${(n0 / port).toFixed(2)}x`, '>= 10x', verdict(n0 >= 10 * port)],
+      ['the same, a promise per I/O (readPages)', o0p, 'MessagePort, 32 in flight', fmtK(port), `${(n0p / port).toFixed(2)}x`, '(reference)', '-'],
+      ['the same, copying (readInto)', o0c, 'MessagePort, 32 in flight', fmtK(port), `${(n0c / port).toFixed(2)}x`, '(reference)', '-'],
       ['ring order 2 (128 slots), QD 128', o2, 'raw SAB ring, 128 x 112 B, blocking', fmtK(rawBlock128) + range(rawBlock128R), pct(n2 / rawBlock128), '(reference)', '-'],
       ['ring order 2 (128 slots), QD 128', o2, 'MessagePort, 128 in flight', fmtK(port128) + range(port128R), `${(n2 / port128).toFixed(2)}x`, '(reference)', '-'],
       ['order 2 against order 0', `${(n2 / n0).toFixed(2)}x`, '', '', '', '', ''],
@@ -427,16 +440,18 @@ in-thread probes named below.
   The spins that ended in a sleep anyway lasted ~${spinPerSleep(null0)} µs each.
 - **Per-request cost.** End to end we complete a null request every ~${(1e6 / n0).toFixed(2)} µs; the raw ring
   every ~${(1e6 / rawBlock).toFixed(2)} µs blocking and ~${(1e6 / rawSpin).toFixed(2)} µs spinning. The guest's vCPU alone spent
-  ~${busyUs(null0).toFixed(1)} µs per request outside sleeps and fruitless spins (a promise per I/O, request
-  encoding, the shadow, the response copy and decode; ~1.2 KB allocated per request by
-  the two ends together, measured in-thread), and Dom0 has its own path per request (copy
-  the request out of the ring, decode, check, answer: ~0.27 µs on one thread); each costs
-  more than the raw ring's copy. blkback publishes responses in eights (docs/block.md):
-  a push is a sequentially consistent store to the ring's first cache line, which the
-  guest's core is polling, and pushing every response made the null rate ~10-25% lower
-  (same runs).
-  MessagePort at the same depth is
-  ${fmtK(port)}: 10x that is ${fmtK(10 * port)}, ${pct((10 * port) / rawSpin)} of what even the spinning raw ring does here. Ring order 2
+  ~${busyUs(null0).toFixed(1)} µs per request outside sleeps and fruitless spins (request encoding, the
+  shadow, the response copy and decode, the completion callback; and its polling until
+  responses came, when it found some), and Dom0 has its own path per request (copy the
+  request out of the ring, decode, check, answer: ~0.27 µs on one thread). Both ends
+  poll, and neither notifies the other while it does (docs/block.md, "Polling before Dom0
+  blocks"); blkfront pushes its requests in eights and blkback its responses, so each end
+  starts on a batch while the other builds the next: a push is a sequentially consistent
+  store to the ring's first cache line, which the other core is polling, and pushing
+  every response made the null rate ~10-25% lower (same runs). A promise per I/O
+  (readPages) instead of a completion callback (queuePages): ${change(n0, n0p)}; copying
+  through pool pages (readInto): ${change(n0, n0c)}. MessagePort at the same depth is
+  ${fmtK(port)}: 10x that is ${fmtK(10 * port)}, ${pct((10 * port) / rawSpin)} of what the spinning raw ring does here. Ring order 2
   (QD 128): ${change(n0, n2)} on the null rate.
 - **4 KiB random reads** ran at ${fmtK(perSec(r4.p1))} (copy path, persistent grants, ring order 0) and
   ${fmtK(perSec(r4.zc))} zero-copy (${change(perSec(r4.p1), perSec(r4.zc))}). Dom0's one vCPU is the bottleneck: instrumented,
@@ -517,7 +532,10 @@ data and the guest copies nothing.
 
 The issue compares against MessagePort without naming a depth: the target rows use
 the same depth as ours (32), where MessagePort pipelines too; the QD 1 rows compare
-round trips with one request in flight.
+round trips with one request in flight. The guest issues its reads zero-copy with
+completion callbacks (BlockFront.queuePages: no promise per I/O, as a kernel's block
+layer completes a bio); the rows below them are the same with a promise per I/O
+(readPages) and copying through blkfront's pool pages (readInto).
 
 ${table(['configuration', 'ours', 'baseline', 'baseline figure', 'ours / baseline', 'target', ''], nullRows)}
 

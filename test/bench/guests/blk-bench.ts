@@ -7,7 +7,9 @@
  *   tests=null|rand4k|seqread|seqwrite[,...]
  *   persistent=0|1 indirect=<max indirect segments> order=<ring page order>
  *   maxpages=<blkfront page budget> qd=<I/Os in flight; 0: the ring's size>
- *   zc=0|1 (zero-copy: BlkBuffer I/O, below) warm=<ms> run=<ms>
+ *   zc=0|1 (zero-copy: BlkBuffer I/O, below) cb=0|1 (with zc=1: completion
+ *   callbacks, BlockFront.queuePages, instead of a promise per I/O)
+ *   warm=<ms> run=<ms>
  *
  * Tests (each: a warm-up of `warm` ms, then `run` ms measured; `qd` async
  * workers each keep one I/O in flight and issue the next when it completes):
@@ -101,6 +103,7 @@ export default async function blkBench(k: KernelApi): Promise<void> {
     const f = dev.features;
     const qd = num('qd', 0) || f.ringSize;
     const zc = num('zc', 0) === 1;
+    const cb = zc && num('cb', 0) === 1;
     const diskBytes = dev.sectors * SECTOR;
     let seed = 0x9e3779b9;
     const rand = (): number => {
@@ -181,7 +184,22 @@ export default async function blkBench(k: KernelApi): Promise<void> {
             completed(until);
           }
         };
-        await Promise.all(zc ? zbufs.map(zcWorker) : bufs.map(worker));
+        // A callback worker: each completion issues the next I/O from the completion itself.
+        const cbWorker = (buf: BlkBuffer): Promise<void> => new Promise<void>((resolve, reject) => {
+          const kind = test === 'seqwrite' ? 'write' : 'read';
+          const next = (err: Error | undefined): void => {
+            if (err) return reject(err);
+            if (stop) return resolve();
+            const refused = dev.queuePages(kind, nextSector(), buf, 0, count, done);
+            if (refused) reject(refused);
+          };
+          const done = (err: Error | undefined): void => {
+            if (!err) completed(until);
+            next(err);
+          };
+          next(undefined);
+        });
+        await Promise.all(cb ? zbufs.map(cbWorker) : zc ? zbufs.map(zcWorker) : bufs.map(worker));
       };
       await xs.wait(phase(k.rdtsc() + warmNs));
       const c0 = counters(dev, loop);
@@ -192,7 +210,7 @@ export default async function blkBench(k: KernelApi): Promise<void> {
       const d = delta(c0, counters(dev, loop));
       // Under 199 characters: Xen's console cuts longer lines.
       xen.print(`BENCH ${JSON.stringify({
-        t: test, p: f.persistent ? 1 : 0, i: f.maxIndirectSegments, o: f.ringPageOrder, rs: f.ringSize, qd, zc: zc ? 1 : 0, n: done, ns, ...d,
+        t: test, p: f.persistent ? 1 : 0, i: f.maxIndirectSegments, o: f.ringPageOrder, rs: f.ringSize, qd, zc: zc ? 1 : 0, ...(cb ? { cb: 1 } : {}), n: done, ns, ...d,
       })}\n`);
     }
     for (const bs of keptBuffers.values()) for (const b of bs) dev.freeBuffer(b);

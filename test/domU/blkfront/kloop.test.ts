@@ -84,3 +84,74 @@ describe('KernelLoop', () => {
     }
   });
 });
+
+describe('KernelLoop: microtask turns and yields', () => {
+  /** A continuation chain: one step per microtask turn, `steps` long; `at()` is how far it got. */
+  function chain(steps: number) {
+    let n = 0;
+    let done: () => void = () => undefined;
+    const finished = new Promise<void>((r) => { done = r; });
+    const step = (): void => {
+      if (++n >= steps) done();
+      else void Promise.resolve().then(step);
+    };
+    void Promise.resolve().then(step);
+    return { at: () => n, finished };
+  }
+
+  it('after a poller found work, only polledTurns turns run before the next look', async () => {
+    const t = await bench();
+    const loop = new KernelLoop(t.gev, { microtaskTurns: 16, polledTurns: 2, spinNs: 1_000_000 });
+    const c = chain(200);
+    const seen: number[] = [];
+    // Work at every look: the loop goes straight back to the rings after its few turns.
+    const remove = loop.addPoller(() => { seen.push(c.at()); return true; });
+    try {
+      await loop.run(c.finished);
+      const gaps = seen.slice(2).map((n, i) => n - seen[i + 1]!);
+      expect(gaps.length).toBeGreaterThan(20);
+      expect(Math.max(...gaps)).toBeLessThanOrEqual(3);
+      expect(loop.sleeps).toBe(0);
+    } finally {
+      remove();
+    }
+  });
+
+  it('a chain longer than its turns goes on within the spin: the spin yields to it every yieldNs', async () => {
+    const t = await bench();
+    // An answer is "due" for ever and the bound is long (2 s): without the
+    // yields the loop would spin through it after every 4 turns, then sleep.
+    const loop = new KernelLoop(t.gev, { microtaskTurns: 4, polledTurns: 2, busySpinNs: 2e9, yieldNs: 1_000 });
+    const remove = loop.addPoller(() => false, () => true);
+    try {
+      const c = chain(12);
+      await loop.run(c.finished);
+      expect(c.at()).toBe(12);
+      expect(loop.sleeps).toBe(0);
+    } finally {
+      remove();
+    }
+  });
+
+  it('never sleeps straight after the few turns that follow ring work', async () => {
+    const t = await bench();
+    // One round of pollers per spin: a spin that finds nothing ends at once, and the loop would sleep.
+    const loop = new KernelLoop(t.gev, { microtaskTurns: 16, polledTurns: 1, spins: 1 });
+    let c: ReturnType<typeof chain> | undefined;
+    // The ring work starts a chain of 6 turns; then the rings stay quiet.
+    const remove = loop.addPoller(() => {
+      if (c) return false;
+      c = chain(6);
+      return true;
+    });
+    try {
+      let settle: () => void = () => undefined;
+      const p = new Promise<void>((r) => { settle = r; });
+      void (async () => { while (!c) await undefined; await c.finished; settle(); })();
+      await loop.run(p);
+      expect(loop.sleeps).toBe(0);
+    } finally {
+      remove();
+    }
+  });
+});

@@ -374,3 +374,120 @@ describe('blkfront zero-copy buffers: random I/O against a model disk', () => {
     }
   }, 120_000);
 });
+
+describe('blkfront zero-copy buffers: completion callbacks (queuePages)', () => {
+  /** A `done` that records what it was called with, and whether that was inside a call of ours. */
+  function recorder() {
+    const calls: Array<Error | undefined> = [];
+    let inside = false;
+    const done = (err: Error | undefined): void => {
+      expect(inside).toBe(false);
+      calls.push(err);
+    };
+    const call = <T>(fn: () => T): T => {
+      inside = true;
+      try { return fn(); } finally { inside = false; }
+    };
+    return { calls, done, call };
+  }
+
+  it('done runs once per I/O, later and never inside queuePages or the driver; the data is the promise path\'s', async () => {
+    const t = await bench();
+    const dev = await t.connect();
+    const data = pattern(40, 16, 9);
+    const wbuf = dev.allocBuffer(2 * PAGE);
+    wbuf.write(0, data);
+    const w = recorder();
+    expect(w.call(() => dev.queuePages('write', 40, wbuf, 0, 16, w.done))).toBeUndefined();
+    expect(w.calls).toHaveLength(0);
+    await t.until(() => w.calls.length > 0);
+    expect(w.calls).toEqual([undefined]);
+    // Responses consumed inside our own call (kick) still complete from a microtask.
+    const rbuf = dev.allocBuffer(2 * PAGE);
+    const r = recorder();
+    expect(dev.queuePages('read', 40, rbuf, 0, undefined, r.done)).toBeUndefined();
+    await t.settle(1);
+    t.ev.dispatch();
+    r.call(() => dev.kick());
+    await t.until(() => r.calls.length > 0);
+    expect(r.calls).toEqual([undefined]);
+    expect(sameBytes(bytesOf(rbuf, 0, data.length), data)).toBe(true);
+    expect(sameBytes(await t.run(dev.read(40, 16)), data)).toBe(true);
+    await t.settle(3);
+    expect(w.calls).toHaveLength(1);
+    expect(r.calls).toHaveLength(1);
+    dev.freeBuffer(wbuf);
+    dev.freeBuffer(rbuf);
+  });
+
+  it('refused I/O returns its error and done is never called; a backend error reaches done; zero sectors complete', async () => {
+    const t = await bench();
+    const dev = await t.connect();
+    const buf = dev.allocBuffer(PAGE);
+    const rec = recorder();
+    expect(dev.queuePages('read', 0, buf, 512, undefined, rec.done)).toMatchObject({ name: 'BlkfrontError', reason: 'range' });
+    expect(dev.queuePages('read', 0, buf, 0, 9, rec.done)).toMatchObject({ reason: 'range' });
+    expect(dev.queuePages('write', 4090, buf, 0, 8, rec.done)).toMatchObject({ reason: 'range' });
+    const other = dev.allocBuffer(PAGE);
+    dev.freeBuffer(other);
+    expect(dev.queuePages('read', 0, other, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
+    expect(dev.inFlight + dev.queued).toBe(0);
+    expect(t.back.seen).toHaveLength(0);
+    t.back.misbehave.status = () => -1; // BLKIF_RSP_ERROR
+    expect(dev.queuePages('read', 8, buf, 0, 8, rec.done)).toBeUndefined();
+    await t.until(() => rec.calls.length > 0);
+    expect(rec.calls).toHaveLength(1);
+    expect(rec.calls[0]).toMatchObject({ name: 'BlkfrontError', reason: 'status', status: -1 });
+    t.back.misbehave.status = undefined;
+    expect(dev.queuePages('read', 8, buf, 0, 0, rec.done)).toBeUndefined();
+    expect(rec.calls).toHaveLength(1);
+    await t.settle(1);
+    expect(rec.calls).toEqual([rec.calls[0], undefined]);
+    dev.freeBuffer(buf);
+  });
+
+  it('a done that throws is reported and the others of its batch still run; done may queue more I/O', async () => {
+    const warned: string[] = [];
+    const t = await bench();
+    const dev = await t.connect({ warn: (m) => warned.push(m) });
+    const bufs = Array.from({ length: 4 }, () => dev.allocBuffer(PAGE));
+    t.back.misbehave.hold = true;
+    const order: number[] = [];
+    let again = 0;
+    bufs.forEach((b, i) => dev.queuePages('read', i * 8, b, 0, 8, () => {
+      order.push(i);
+      if (i === 1) throw new Error('bug in a completion');
+      if (i === 2) dev.queuePages('read', 64, b, 0, 8, () => { again++; });
+    }));
+    await t.settle(3);
+    t.back.misbehave.hold = false;
+    t.back.release();
+    await t.until(() => again === 1);
+    expect(order).toEqual([0, 1, 2, 3]);
+    expect(warned.filter((w) => /completion callback threw/.test(w))).toHaveLength(1);
+    for (const b of bufs) dev.freeBuffer(b);
+    expect(dev.inFlight + dev.queued).toBe(0);
+  });
+
+  it('freeBuffer refuses while a callback I/O is pending; hot-unplug fails pending ones with "removed"', async () => {
+    const t = await bench();
+    const dev = await t.connect();
+    const bufs = Array.from({ length: 40 }, () => dev.allocBuffer(PAGE));
+    const got: string[] = [];
+    const res = await unplugWithHeld(t, dev, () => bufs.map((b, i) => new Promise<void>((resolve, reject) => {
+      const refused = dev.queuePages('read', i * 8, b, 0, 8, (err) => (err ? reject(err) : resolve()));
+      if (refused) reject(refused);
+      if (i === 0) {
+        try { dev.freeBuffer(b); } catch (e) { got.push(String((e as Error).message)); }
+      }
+    })), 10);
+    expect(got).toEqual([expect.stringMatching(/pending/)]);
+    expect(res.filter((r) => r === 'ok')).toHaveLength(10);
+    expect(res.filter((r) => r === 'removed')).toHaveLength(30);
+    await t.run(dev.closed);
+    expect(dev.queuePages('read', 0, bufs[0]!, 0, 8, () => {})).toMatchObject({ reason: 'removed' });
+    for (const b of bufs) dev.freeBuffer(b);
+    expect(t.ggnt.freeRefCount).toBe(t.refsBefore);
+    expect(t.v.xen.freePageCount).toBe(t.pagesBefore);
+  });
+});

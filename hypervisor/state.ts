@@ -383,22 +383,43 @@ export const SERIAL_RX_SIZE = 128;
 export const nrFramesOf = (cfg: HostConfig): number => (cfg.memMiB * 1024 * 1024) / PAGE_SIZE;
 
 /**
- * Where machine frame 0 starts in the machine-memory SharedArrayBuffer: 16
- * bytes in, not at 0, so that no frame starts at a host page boundary when
- * the buffer itself starts at one. The host kernel's copy between a
- * page-cache page and a user buffer that is page-aligned too runs at a third
- * of its speed on the 2-core AMD EPYC host (~8 against ~20-24 GB/s for 1 MiB
- * readSync; docs/benchmarks.md, "Machine memory placement"). Away from that,
- * the speed still depends on the address modulo 32, the opposite way for
- * reads and writes: at 16 bytes past a page boundary writes get the fast
- * class and reads the slower one (~20 against ~24 GB/s; writes ~19 against
- * ~11.5). Machine memory (a SharedArrayBuffer of 160 MiB) started at a host
- * page boundary in each of three processes probed; a smaller buffer did not
- * always (the placement benchmark's 8 MiB one). Every view of machine memory
- * goes through mem8/mem32 or machineView() / machineBytes(), which add it (a
- * multiple of 8: 64-bit views stay aligned).
+ * Where machine frame 0 starts in the machine-memory buffer: 64 bytes past a
+ * host page boundary (the buffer starts at one: machineMemory). Dom0's
+ * backends move file data straight into and out of frames, and the host
+ * kernel's copy between a page-cache page and user memory (`rep movsb`) runs
+ * at a third of its speed or less on the 2-core AMD EPYC host when the
+ * destination lies 1-31 bytes past the source modulo 4096 (measured, 1 MiB
+ * readSync into a page-aligned shared buffer at offsets 8, 16, 24: 2.7-6.6
+ * GB/s; at 0, 32, 64, 128, 2048, 4032: 14-18 GB/s; docs/benchmarks.md,
+ * "Machine memory placement"). Page-cache pages are page-aligned, so a read
+ * into a frame is slow if the frame starts 1-31 bytes past a page boundary,
+ * and a write from it if it starts 1-31 bytes before one; at 64 neither is
+ * (and frames stay cache-line aligned). Every view of machine memory goes
+ * through mem8/mem32 or machineView() / machineBytes(), which add it.
  */
-export const MEM_SKEW = 16;
+export const MEM_SKEW = 64;
+
+/** WebAssembly's page size, and the most pages a shared 32-bit memory can have (4 GiB). */
+const WASM_PAGE = 65536;
+const WASM_MAX_PAGES = 65536;
+/** The WebAssembly.Memory constructor (a global of Node's the project's type libraries do not declare). */
+const WasmMemory = (globalThis as unknown as {
+  readonly WebAssembly: { readonly Memory: new (d: { initial: number; maximum: number; shared: true }) => { readonly buffer: SharedArrayBuffer } };
+}).WebAssembly.Memory;
+
+/**
+ * A zeroed shared buffer of at least `bytes` that starts at a host page
+ * boundary: a shared WebAssembly.Memory's, which V8 maps with its page
+ * allocator (a `new SharedArrayBuffer` is malloc's, and glibc puts a large
+ * one 16 bytes past a page boundary: every frame would have been 16 bytes
+ * further on than MEM_SKEW says). Past 4 GiB, where a WebAssembly memory
+ * cannot go, a plain SharedArrayBuffer, whose placement is malloc's.
+ */
+export function machineMemory(bytes: number): SharedArrayBuffer {
+  const pages = Math.ceil(bytes / WASM_PAGE);
+  if (pages > WASM_MAX_PAGES) return new SharedArrayBuffer(bytes);
+  return new WasmMemory({ initial: pages, maximum: pages, shared: true }).buffer;
+}
 
 /** The two buffers that make the machine: passed to every thread at start. */
 export interface MachineBuffers {
@@ -465,7 +486,7 @@ export class HvState {
     const r = (this.regions = stateRegions(cfg));
     const s = buffers.state;
     if (s.byteLength < r.total) throw new Error(`state buffer too small: ${s.byteLength} < ${r.total}`);
-    if (buffers.mem.byteLength !== MEM_SKEW + this.nrFrames * PAGE_SIZE) throw new Error('machine memory size does not match the config');
+    if (buffers.mem.byteLength < MEM_SKEW + this.nrFrames * PAGE_SIZE) throw new Error('machine memory size does not match the config');
     const n = this.nrFrames;
     this.g = new Int32Array(s, r.globals, G.COUNT);
     this.g64 = new BigInt64Array(s, r.globals64, G64.COUNT);
@@ -512,7 +533,7 @@ export class HvState {
   /** Allocate fresh, zeroed machine buffers for a config. */
   static allocate(cfg: HostConfig): MachineBuffers {
     return {
-      mem: new SharedArrayBuffer(MEM_SKEW + nrFramesOf(cfg) * PAGE_SIZE),
+      mem: machineMemory(MEM_SKEW + nrFramesOf(cfg) * PAGE_SIZE),
       state: new SharedArrayBuffer(stateRegions(cfg).total),
     };
   }

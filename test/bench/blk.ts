@@ -197,13 +197,13 @@ const FS_SKEWS = [0, 16, 2048, 2064] as const;
 /**
  * The 1 MiB fs baseline: the best of four placements of the buffer in one
  * allocation. Where a buffer lies matters on this machine's CPU: the kernel's
- * copy between a page-cache page and a user buffer whose address is (nearly)
- * the same modulo 4 KiB runs at ~8 GB/s, otherwise at ~20 GB/s, and within
- * that its speed depends on the buffer's address modulo 32 (reads ~24 GB/s at
- * 0, ~20 at 16; writes the other way round: docs/benchmarks.md, machine memory
- * placement). A JS buffer's address is not ours to choose: placements 2 KiB
- * apart keep one away from the 4 KiB alias, and 16 bytes apart cover both
- * classes modulo 32, so the baseline is the fastest the loop can be here.
+ * copy between a page-cache page and a user buffer runs at a third of its
+ * speed or less when the destination lies 1-31 bytes past the source modulo
+ * 4 KiB (docs/benchmarks.md, machine memory placement). A JS buffer's address
+ * is not ours to choose (a large one is malloc's: 16 bytes past a page
+ * boundary with glibc): placements 16 bytes and 2 KiB apart keep at least two
+ * of the four out of that band, so the baseline is the fastest the loop can
+ * be here.
  */
 function fsSeqBest(file: string, write: boolean, ms: number, spanMiB = 1): { best: number; skews: number[] } {
   const skews = FS_SKEWS.map((k) => fsSeq(file, write, ms / FS_SKEWS.length, spanMiB, k));
@@ -476,10 +476,11 @@ in-thread probes named below.
   one iovec), the copy the baseline does, plus ~8-10 µs of its own per request (the indirect
   page, 256 segment checks and lookups), and the guest copies nothing. Profiled, Dom0
   spends ~67% of its time in the preadv and ~17% in its own code. Two things bound the
-  ratio from outside the driver: where frames lie (the host's copy speed depends on the
-  address modulo 32, the opposite way for reads and writes; frames sit 16 bytes past a host
-  page boundary, the fast class for writes and the slower one for reads, ~20 against
-  ~24 GB/s, so reads could reach ~83% of the best-placed baseline at most), and how the
+  ratio from outside the driver: where frames lie (the host's copy runs at a third of its
+  speed when the destination lies 1-31 bytes past the source modulo 4 KiB; frames sit 64
+  bytes past host page boundaries, clear of that: hypervisor/state.ts MEM_SKEW, and
+  "Machine memory placement"), how busy the host's memory is (a bare 1 MiB readSync into
+  frames took anywhere from ~45 to ~200 µs over this benchmark's sessions), and how the
   image sits in the page cache: this image is written in 1 MiB chunks and cached in large folios, which makes
   the fs loops ~3x faster than on the same bytes written 4 KiB at a time (~23 against
   ~6-8 GB/s), while blkback's own cost per request stays: on a 4 KiB-folio copy of the

@@ -11,10 +11,10 @@
  */
 import { BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY } from '../../shared/abi/blkif.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
+import { microtask } from '../../shared/guest/microtask.ts';
 import type { XenbusStateName } from '../../shared/xenbus/state.ts';
 import { copyOut, ResponseCopy, u64Text, withoutFeature } from './completion.ts';
 import type { DataPages } from './grants.ts';
-import { microtask } from '../../shared/guest/microtask.ts';
 import { PushBatch } from './push.ts';
 import { RequestWriter, type IssueResult } from './requests.ts';
 import type { BlkRing, IoOp, Piece, Shadow } from './ring.ts';
@@ -62,7 +62,7 @@ export class BlkDataPath {
   private readonly writer: RequestWriter;
   /** Our private copy of a response, taken from its slot before it is looked at (reused). */
   private readonly rsp = new ResponseCopy();
-  /** Settled callback I/Os whose `done` has not run yet (see finishPiece), and the spare list swapped in. */
+  /** Settled callback I/Os whose `done` has not run yet (see settle), and the spare list swapped in. */
   private doneQueue: IoOp[] = [];
   private doneSpare: IoOp[] = [];
 

@@ -17,7 +17,7 @@ import {
   BLKIF_RING_ENTRY_SIZE, BLKIF_SECTOR_SIZE, SECTORS_PER_PAGE, SEGS_PER_INDIRECT_FRAME,
 } from '../../shared/abi/blkif.ts';
 import {
-  encodeIndirectSegments, encodeRequest, setRequestIdLow, setRequestSegment, setRwRequestHeader, type BlkifSegment,
+  encodeRequest, setIndirectSegment, setRequestIdLow, setRequestSegment, setRwRequestHeader,
 } from '../../shared/blkif/proto.ts';
 import type { Xen } from '../../shared/guest/xen.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
@@ -61,6 +61,13 @@ export class RequestWriter {
   /** The entry a request is encoded in before it is copied into its slot (reused: no allocation per request). */
   private readonly reqBuf = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
   private readonly reqView = new DataView(this.reqBuf.buffer);
+  /**
+   * An indirect request's segment arrays, its pages end to end (reused): each
+   * request writes its segments and zeroes the rest of its last page, and
+   * each indirect page is copied from its 4 KiB here.
+   */
+  private readonly indBuf = new Uint8Array(BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST * PAGE_SIZE);
+  private readonly indView = new DataView(this.indBuf.buffer);
   /** reqBuf up to a direct request's last segment, by segment count (made once). */
   private readonly directViews = Array.from({ length: BLKIF_MAX_SEGMENTS_PER_REQUEST + 1 }, (_, n) => this.reqBuf.subarray(0, directBytes(n)));
   /**
@@ -120,16 +127,15 @@ export class RequestWriter {
     if (!this.pages.available((copy ? nseg : 0) + nind)) return 'no-pages';
 
     const write = op.kind === 'write';
-    // Direct requests write their segments straight into the request entry; indirect ones list them.
-    const segs: BlkifSegment[] | undefined = indirect ? [] : undefined;
+    // Direct requests write their segments straight into the request entry; indirect ones into indBuf.
     // Cleared by copying zeroes in (fill() is a call into the runtime).
     if (!indirect && !this.directClean) {
       this.reqBuf.set(ZERO_ENTRY);
       this.directClean = true;
     }
-    const pages = this.takeDataPages(piece, n, nseg, write, segs);
+    const pages = this.takeDataPages(piece, n, nseg, write, indirect);
     // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
-    const indirectPages = nind > 0 ? this.writeIndirectPages(segs!, nind) : (NO_PAGES as GrantedPage[]);
+    const indirectPages = nind > 0 ? this.writeIndirectPages(nseg, nind) : (NO_PAGES as GrantedPage[]);
 
     // The request covers the first n sectors; the rest of the piece stays at the queue's head.
     const head: Piece = n === piece.count ? piece : { op, sector: piece.sector, count: n, offset: piece.offset };
@@ -158,10 +164,10 @@ export class RequestWriter {
    * Grant the `nseg` data pages of the piece's first `n` sectors: pool pages
    * (the data copied in for a write) for a Uint8Array, the buffer's own pages
    * for a BlkBuffer (nothing copied; the piece's offset is page-aligned).
-   * Each segment goes into `segs` if given (indirect), else straight into
+   * Each segment goes into indBuf if `indirect`, else straight into
    * the request entry (direct).
    */
-  private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, segs: BlkifSegment[] | undefined): GrantedPage[] {
+  private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, indirect: boolean): GrantedPage[] {
     const mem = this.xen.k.mem;
     const dv = this.reqView;
     const op = piece.op;
@@ -182,8 +188,8 @@ export class RequestWriter {
         }
       }
       pages.push(p);
-      if (segs) {
-        segs.push({ gref: p.ref!, firstSect: 0, lastSect: sectors - 1 });
+      if (indirect) {
+        setIndirectSegment(this.indView, k, p.ref!, 0, sectors - 1);
       } else {
         setRequestSegment(dv, k, p.ref!, 0, sectors - 1);
       }
@@ -191,19 +197,22 @@ export class RequestWriter {
     return pages;
   }
 
-  /** Take and grant `nind` indirect pages (read-only) and write `segs` into them, SEGS_PER_INDIRECT_FRAME a page. */
-  private writeIndirectPages(segs: readonly BlkifSegment[], nind: number): GrantedPage[] {
+  /**
+   * Take and grant `nind` indirect pages (read-only) and write into them the
+   * `nseg` segments in indBuf, SEGS_PER_INDIRECT_FRAME a page, the rest of the
+   * last page zero.
+   */
+  private writeIndirectPages(nseg: number, nind: number): GrantedPage[] {
     const mem = this.xen.k.mem;
+    this.indBuf.fill(0, nseg * BLKIF_REQUEST_SEGMENT.size, nind * PAGE_SIZE);
     const indirectPages: GrantedPage[] = [];
     for (let i = 0; i < nind; i++) {
       const p = this.pages.take(true)!;
-      const part = segs.slice(i * SEGS_PER_INDIRECT_FRAME, (i + 1) * SEGS_PER_INDIRECT_FRAME);
-      const bytes = new Uint8Array(PAGE_SIZE);
-      encodeIndirectSegments(part, bytes);
-      mem.write(p.gpa, bytes);
+      mem.write(p.gpa, this.indBuf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
       indirectPages.push(p);
     }
     return indirectPages;
   }
+
 
 }

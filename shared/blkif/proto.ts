@@ -181,7 +181,19 @@ export function encodeRequest(req: Exclude<BlkifRequest, BlkifUnknownRequest>, o
  * blkif_request seg[i])...
  */
 export function setRequestSegment(dv: DataView, i: number, gref: number, firstSect: number, lastSect: number): void {
-  const at = RQ.seg.offset + i * SEG_SIZE;
+  setSegmentAt(dv, RQ.seg.offset + i * SEG_SIZE, gref, firstSect, lastSect);
+}
+
+/**
+ * ...and segment `i` of an indirect segment array (struct
+ * blkif_request_segment[], SEGS_PER_INDIRECT_FRAME a page: segment i at byte
+ * i * 8 of the pages laid end to end). Padding is left as it is.
+ */
+export function setIndirectSegment(dv: DataView, i: number, gref: number, firstSect: number, lastSect: number): void {
+  setSegmentAt(dv, i * SEG_SIZE, gref, firstSect, lastSect);
+}
+
+function setSegmentAt(dv: DataView, at: number, gref: number, firstSect: number, lastSect: number): void {
   dv.setUint32(at + SEG.gref.offset, gref >>> 0, true);
   dv.setUint8(at + SEG.first_sect.offset, firstSect);
   dv.setUint8(at + SEG.last_sect.offset, lastSect);
@@ -206,9 +218,7 @@ export function setRequestIdLow(dv: DataView, id: number): void {
 }
 
 function writeSegment(dv: DataView, at: number, s: BlkifSegment): void {
-  dv.setUint32(at + SEG.gref.offset, s.gref >>> 0, true);
-  dv.setUint8(at + SEG.first_sect.offset, s.firstSect);
-  dv.setUint8(at + SEG.last_sect.offset, s.lastSect);
+  setSegmentAt(dv, at, s.gref, s.firstSect, s.lastSect);
 }
 
 /** The first `count` segments of a private copy of indirect pages' bytes (struct blkif_request_segment[]). */

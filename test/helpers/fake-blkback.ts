@@ -76,6 +76,8 @@ export interface SeenRequest {
   readonly req: BlkifRequest;
   /** Segments, for rw and indirect requests (indirect ones read from the indirect pages). */
   readonly segs: readonly BlkifSegment[];
+  /** An indirect request's indirect pages as they were, end to end. */
+  readonly indirectBytes?: Uint8Array;
 }
 
 export const DEFAULT_FEATURES: Required<FakeBlkbackFeatures> = {
@@ -274,7 +276,8 @@ export class FakeBlkback {
       if (n <= 0) break;
       for (let i = 0; i < n; i++) {
         const req = decodeRequest(ring.takeRequest());
-        this.seen.push({ req, segs: this.segmentsOf(req) });
+        const indirectBytes = req.kind === 'indirect' ? this.indirectPages(req) : undefined;
+        this.seen.push({ req, segs: indirectBytes && req.kind === 'indirect' ? decodeIndirectSegments(indirectBytes, req.nrSegments) : this.segmentsOf(req), ...(indirectBytes ? { indirectBytes } : {}) });
         if (this.misbehave.hold) this.held.push(req);
         else this.answer(req);
       }
@@ -296,10 +299,15 @@ export class FakeBlkback {
   private segmentsOf(req: BlkifRequest): BlkifSegment[] {
     if (req.kind === 'rw') return [...req.segs];
     if (req.kind !== 'indirect') return [];
+    return decodeIndirectSegments(this.indirectPages(req), req.nrSegments);
+  }
+
+  /** A private copy of an indirect request's indirect pages, end to end. */
+  private indirectPages(req: Extract<BlkifRequest, { kind: 'indirect' }>): Uint8Array {
     const pages = Math.ceil(req.nrSegments / SEGS_PER_INDIRECT_FRAME);
     const bytes = new Uint8Array(pages * PAGE_SIZE);
     for (let i = 0; i < pages; i++) bytes.set(this.withGrant(req.indirectGrefs[i]!, true, (gpa) => this.o.api.mem.read(gpa, PAGE_SIZE)), i * PAGE_SIZE);
-    return decodeIndirectSegments(bytes, req.nrSegments);
+    return bytes;
   }
 
   /** Run `fn` on the page of grant `ref` mapped (persistently if negotiated; else mapped and unmapped around it). */

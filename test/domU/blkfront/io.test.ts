@@ -77,6 +77,22 @@ describe('blkfront I/O', () => {
     expect(t.back.mappedPersistent).toBe(2);
   });
 
+  it('an indirect page holds its request\'s segments and zeroes after them, whatever larger request used the writer before', async () => {
+    const t = await bench();
+    const dev = await t.connect({ maxIndirectSegments: 256 });
+    await t.run(dev.write(0, pattern(0, 8 * 200, 3)));
+    await t.run(dev.write(8 * 200, pattern(8 * 200, 8 * 20, 4)));
+    const [a, b] = t.back.seen;
+    expect(a!.req).toMatchObject({ kind: 'indirect', nrSegments: 200 });
+    expect(b!.req).toMatchObject({ kind: 'indirect', nrSegments: 20 });
+    const bytes = b!.indirectBytes!;
+    expect(bytes.length).toBe(4096);
+    expect(b!.segs.every((s) => s.firstSect === 0 && s.lastSect === 7 && s.gref > 0)).toBe(true);
+    // Each segment's padding, and everything past the 20th, is zero.
+    for (let i = 0; i < 20; i++) expect([bytes[i * 8 + 6], bytes[i * 8 + 7]]).toEqual([0, 0]);
+    expect(bytes.subarray(20 * 8).every((x) => x === 0)).toBe(true);
+  });
+
   it('without persistent grants: granted per request and ended on completion (read-only for writes and indirect pages)', async () => {
     const t = await bench();
     const dev = await t.connect({ persistent: false });

@@ -486,7 +486,7 @@ export class HvState {
     const r = (this.regions = stateRegions(cfg));
     const s = buffers.state;
     if (s.byteLength < r.total) throw new Error(`state buffer too small: ${s.byteLength} < ${r.total}`);
-    if (buffers.mem.byteLength < MEM_SKEW + this.nrFrames * PAGE_SIZE) throw new Error('machine memory size does not match the config');
+    if (buffers.mem.byteLength < MEM_SKEW + this.nrFrames * PAGE_SIZE) throw new Error('machine memory is smaller than the config needs');
     const n = this.nrFrames;
     this.g = new Int32Array(s, r.globals, G.COUNT);
     this.g64 = new BigInt64Array(s, r.globals64, G64.COUNT);

@@ -20,10 +20,10 @@
  *    (EventChannels.dispatch), the kernel loop's poller, or `kick()`. A kernel
  *    waits with KernelLoop.run / GuestXenbus.wait; a test dispatches events.
  *  - Requests are put on the ring as they are submitted and pushed (one
- *    RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, one notification at most) at the
- *    end of the burst: by the kernel loop's flusher before it spins or
- *    sleeps, the poller, `kick()`, or a microtask fallback; at once when
- *    nothing more fits on the ring.
+ *    RING_PUSH_REQUESTS_AND_CHECK_NOTIFY, one notification at most) every
+ *    PUSH_EARLY (8) of a burst and at its end: by the kernel loop's flusher
+ *    before it spins or sleeps, the poller, `kick()`, or a microtask
+ *    fallback; at once when nothing more fits on the ring.
  *  - The backend is untrusted: a response with an unknown id or the wrong
  *    operation, or an impossible rsp_prod, stops the ring (logged once) and
  *    fails what was in flight.
@@ -293,7 +293,6 @@ export class BlockFront {
    * reconnection reads them again). Same contract as `write` otherwise.
    */
   writePages(sector: number, buf: BlkBuffer, offset = 0, count?: number): Promise<void> {
-    if (this.diskInfo?.readOnly) return Promise.reject(new BlkfrontError('unsupported', 'writePages: the disk is read-only'));
     return this.submitPages('write', sector, buf, offset, count);
   }
 
@@ -311,7 +310,6 @@ export class BlockFront {
    * else undefined.
    */
   queuePages(kind: 'read' | 'write', sector: number, buf: BlkBuffer, offset: number, count: number | undefined, done: IoDone): BlkfrontError | undefined {
-    if (kind === 'write' && this.diskInfo?.readOnly) return new BlkfrontError('unsupported', 'writePages: the disk is read-only');
     const n = this.pagesCount(kind, buf, offset, count);
     if (typeof n !== 'number') return n;
     return this.enqueue(kind, sector, n, buf, offset, buf, null, null, done);
@@ -323,9 +321,14 @@ export class BlockFront {
     return this.submit(kind, sector, n, buf, offset, buf);
   }
 
-  /** The sectors of a readPages/writePages (`count`, or what fits after `offset`), or why the buffer or offset is refused. */
+  /**
+   * The sectors of a readPages/writePages (`count`, or what fits after
+   * `offset`), or why it is refused: the buffer, the offset, or a write to a
+   * read-only disk.
+   */
   private pagesCount(kind: 'read' | 'write', buf: BlkBuffer, offset: number, count: number | undefined): number | BlkfrontError {
     const what = kind === 'read' ? 'readPages' : 'writePages';
+    if (kind === 'write' && this.diskInfo?.readOnly) return new BlkfrontError('unsupported', 'writePages: the disk is read-only');
     if (!this.buffers.has(buf)) return new BlkfrontError('range', `${what}: not a buffer of this device, or freed`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0 || offset >= buf.bytes) {
       return new BlkfrontError('range', `${what}: offset ${offset} is not a multiple of ${PAGE_SIZE} inside the ${buf.bytes}-byte buffer`);

@@ -59,11 +59,21 @@ describe('blkfront handshake', () => {
     expect(await t.xb.read(`/local/domain/${t.g.domid}/device/vbd/${DEVID}/feature-persistent`)).toBe('1');
   });
 
-  it('read-only disks (VDISK_READONLY) refuse writes and discards', async () => {
+  it('read-only disks (VDISK_READONLY) refuse writes and discards, zero-copy ones too; reads go on', async () => {
     const t = await bench({ info: 4 });
     const dev = await t.connect();
     expect(dev.readOnly).toBe(true);
     await expect(dev.write(0, new Uint8Array(512))).rejects.toMatchObject({ reason: 'unsupported' });
     await expect(dev.discard(0, 8)).rejects.toMatchObject({ reason: 'unsupported' });
+    const buf = dev.allocBuffer(4096);
+    await expect(dev.writePages(0, buf)).rejects.toMatchObject({ reason: 'unsupported' });
+    let called = false;
+    expect(dev.queuePages('write', 0, buf, 0, 8, () => { called = true; })).toMatchObject({ reason: 'unsupported' });
+    expect(t.back.seen).toHaveLength(0);
+    await t.run(dev.readPages(0, buf));
+    expect(t.back.seen).toHaveLength(1);
+    expect(called).toBe(false);
+    expect(buf.pending).toBe(0);
+    dev.freeBuffer(buf);
   });
 });

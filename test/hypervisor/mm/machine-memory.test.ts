@@ -54,6 +54,6 @@ describe('machine memory placement', () => {
 
   it('refuses buffers laid out without the skew', () => {
     const plain = { mem: new SharedArrayBuffer(nrFramesOf(cfg) * PAGE_SIZE), state: HvState.allocate(cfg).state };
-    expect(() => new HvState(cfg, plain)).toThrow(/machine memory size/);
+    expect(() => new HvState(cfg, plain)).toThrow(/machine memory is smaller/);
   });
 });

@@ -67,7 +67,8 @@ export interface Dom0Cmdline {
    * `xen_blkback.max_persistent_grants=N`,
    * `xen_blkback.persistent_grant_unused_seconds=N` (0: never time out),
    * `xen_blkback.max_queues=N` (multi-queue-max-queues; default 1); and ours,
-   * `xen_blkback.feature_indirect=0|1` (Linux always offers indirect segments).
+   * `xen_blkback.feature_indirect=0|1` (Linux always offers indirect segments),
+   * `xen_blkback.dma_jobs=0|1` (large READs out as host DMA jobs).
    */
   readonly blkback?: BlkbackSwitches;
 }
@@ -79,6 +80,7 @@ export interface BlkbackSwitches {
   readonly maxPersistentGrants?: number;
   readonly persistentGrantUnusedSeconds?: number;
   readonly maxQueues?: number;
+  readonly dmaJobs?: boolean;
 }
 
 const BLKBACK_PARAMS = {
@@ -88,6 +90,7 @@ const BLKBACK_PARAMS = {
   'xen_blkback.max_persistent_grants': 'maxPersistentGrants',
   'xen_blkback.persistent_grant_unused_seconds': 'persistentGrantUnusedSeconds',
   'xen_blkback.max_queues': 'maxQueues',
+  'xen_blkback.dma_jobs': 'dmaJobs',
 } as const;
 
 function encodeBlkback(b: BlkbackSwitches | undefined): string {
@@ -99,6 +102,7 @@ function encodeBlkback(b: BlkbackSwitches | undefined): string {
   if (b.maxPersistentGrants !== undefined) out.push(`xen_blkback.max_persistent_grants=${b.maxPersistentGrants}`);
   if (b.persistentGrantUnusedSeconds !== undefined) out.push(`xen_blkback.persistent_grant_unused_seconds=${b.persistentGrantUnusedSeconds}`);
   if (b.maxQueues !== undefined) out.push(`xen_blkback.max_queues=${b.maxQueues}`);
+  if (b.dmaJobs !== undefined) out.push(`xen_blkback.dma_jobs=${b.dmaJobs ? 1 : 0}`);
   return out.map((o) => ` ${o}`).join('');
 }
 

@@ -38,6 +38,11 @@ export const G = {
   /** Serial input ring producer / consumer, free-running (platform writes, Dom0 reads). */
   SERIAL_RX_PROD: 16,
   SERIAL_RX_CONS: 17,
+  /** Host DMA jobs queued and not yet taken by a runner (hypervisor/vcpu/dma-jobs.ts). */
+  DMA_QUEUED: 18,
+  /** Host DMA jobs run, and of them run by a vCPU of another domain than the one that queued them (statistics). */
+  DMA_RUN: 19,
+  DMA_RUN_ELSEWHERE: 20,
   COUNT: 64,
 } as const;
 
@@ -328,6 +333,8 @@ export interface StateRegions {
   readonly schedRingTs: number;
   readonly schedVcpu: number;
   readonly schedDom: number;
+  readonly dmaJobs: number;
+  readonly dmaData: number;
   readonly total: number;
 }
 
@@ -369,13 +376,36 @@ export function stateRegions(cfg: HostConfig): StateRegions {
   const schedRingTs = take(SCHED_RING_ENTRIES * 8);
   const schedVcpu = take(cfg.maxDomains * cfg.maxVcpus * SV.WORDS * 4);
   const schedDom = take(cfg.maxDomains * SD.WORDS * 4);
+  const dmaJobs = take(DMA_SLOTS * DJ.WORDS * 4);
+  const dmaData = take(DMA_SLOTS * DJF.SIZE * 8);
   return { globals, globals64, ftOwner, ftCount, ftType, ftGfn, ftOrder, ftNext, ftPrev, buddyHeads,
     domains, domidMap, p2m, vcpus, vcpuTimes, pcpuOwner, conring, serialRx, evtchn, virqPorts, grantFrames,
-    activeFrames, maptrackFrames, schedRing, schedRingTs, schedVcpu, schedDom, total: align(at, 8) };
+    activeFrames, maptrackFrames, schedRing, schedRingTs, schedVcpu, schedDom, dmaJobs, dmaData, total: align(at, 8) };
 }
 
 /** Ports of the 2-level event channel ABI. */
 export const EVTCHN_2L_PORTS = 4096;
+
+/** Host DMA job slots (hypervisor/vcpu/dma-jobs.ts), and the most iovecs one job holds. */
+export const DMA_SLOTS = 8;
+export const DMA_MAX_EXTENTS = 512;
+/**
+ * A DMA job's Int32 words (dmaJob): its state (DJS_*), the domain slot that
+ * queued it, and the vCPU running it (slot * 256 + vcpu, or -1).
+ */
+export const DJ = { STATE: 0, OWNER: 1, RUNNER: 2, WORDS: 4 } as const;
+/**
+ * A DMA job's Float64s (dmaData): the host fd, the file position, 1 for
+ * pwritev (0: preadv), the iovec count, the result (bytes moved, or a
+ * negative errno), then the iovecs as (machine address, length) pairs.
+ */
+export const DJF = { FD: 0, POSITION: 1, WRITE: 2, COUNT: 3, RESULT: 4, EXTENTS: 8, SIZE: 8 + 2 * DMA_MAX_EXTENTS } as const;
+/** DMA job states: free, being filled by its owner, queued, running, done (result not yet taken). */
+export const DJS_FREE = 0;
+export const DJS_FILLING = 1;
+export const DJS_QUEUED = 2;
+export const DJS_RUNNING = 3;
+export const DJS_DONE = 4;
 
 /** Serial input ring size (Xen's SERIAL_RXBUFSZ... console.c serial_rx_ring: 128). */
 export const SERIAL_RX_SIZE = 128;
@@ -476,6 +506,10 @@ export class HvState {
   readonly schedVcpu: Int32Array;
   /** Per-domain-slot scheduler parameters, SD.WORDS each. */
   readonly schedDom: Int32Array;
+  /** Host DMA jobs: DJ words per slot (dma-jobs.ts). */
+  readonly dmaJob: Int32Array;
+  /** Host DMA jobs: DJF Float64s per slot. */
+  readonly dmaData: Float64Array;
   /** Machine memory as 32-bit words (atomic bit operations on guest-visible pages). */
   readonly mem32: Int32Array;
   /** Machine memory, all frames. */
@@ -516,6 +550,8 @@ export class HvState {
     this.schedRingTs = new BigInt64Array(s, r.schedRingTs, SCHED_RING_ENTRIES);
     this.schedVcpu = new Int32Array(s, r.schedVcpu, cfg.maxDomains * cfg.maxVcpus * SV.WORDS);
     this.schedDom = new Int32Array(s, r.schedDom, cfg.maxDomains * SD.WORDS);
+    this.dmaJob = new Int32Array(s, r.dmaJobs, DMA_SLOTS * DJ.WORDS);
+    this.dmaData = new Float64Array(s, r.dmaData, DMA_SLOTS * DJF.SIZE);
     this.mem32 = new Int32Array(buffers.mem, MEM_SKEW, (n * PAGE_SIZE) / 4);
     this.mem8 = new Uint8Array(buffers.mem, MEM_SKEW, n * PAGE_SIZE);
   }

@@ -78,6 +78,8 @@ export interface BlkbackOptions {
    * xen_blkback.max_queues; default 1, the number of Dom0's vCPUs).
    */
   readonly maxQueues?: number;
+  /** Large READs out as host DMA jobs (BlkbackFeatures.dmaJobs; default true). */
+  readonly dmaJobs?: boolean;
   /** Dom0's clock in ms (persistent grants' last use and purge); default performance.now. Tests drive it. */
   readonly now?: () => number;
   /** How storage is opened (tests inject recording storages); default phy files via `dma`, null devices. */
@@ -107,6 +109,7 @@ export class BlkbackDriver {
       maxPersistentGrants: o.maxPersistentGrants ?? DEFAULT_FEATURES.maxPersistentGrants,
       persistentGrantUnusedSeconds: o.persistentGrantUnusedSeconds ?? DEFAULT_FEATURES.persistentGrantUnusedSeconds,
       maxQueues: o.maxQueues !== undefined && Number.isInteger(o.maxQueues) && o.maxQueues >= 1 ? o.maxQueues : DEFAULT_FEATURES.maxQueues,
+      dmaJobs: o.dmaJobs ?? DEFAULT_FEATURES.dmaJobs,
     };
   }
 

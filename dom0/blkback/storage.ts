@@ -47,6 +47,18 @@ export interface BlockStorage {
    * `done(err)` runs when it has (possibly later, from a host callback).
    */
   discard(sector: number, n: number, done: (err: Error | null) => void): void;
+  /**
+   * Optional: `read` (write false) or `write` queued as a host DMA job
+   * (HostDma.submit), run on another thread while Dom0 goes on. Returns false, starting nothing,
+   * if it cannot take the I/O now: then call read/write. Otherwise
+   * `done(result)` runs once, from a later `reap` or `drain` on Dom0's
+   * vCPU: the bytes moved, or a negative errno. Throws as read/write do.
+   */
+  submit?(ranges: readonly GuestRange[], position: number, write: boolean, done: (result: number) => void): boolean;
+  /** Run the callbacks of submitted I/O that has finished (every device's: one DMA engine per Dom0); returns how many ran. */
+  reap?(): number;
+  /** Wait until every submitted I/O has finished, running its callback. */
+  drain?(): void;
   close(): void;
 }
 
@@ -214,6 +226,8 @@ export class FileStorage implements BlockStorage {
   /** Flushes waiting for the next fdatasync, and whether one runs (see `flush`). */
   private flushWaiting: Array<(err: Error | null) => void> = [];
   private syncing = false;
+  /** I/O submitted as host DMA jobs whose callbacks have not run. */
+  private submitted = 0;
   /** fdatasync(2) calls made (tests, statistics). */
   readonly flushStats = { syncs: 0 };
   /** Holes punched / ranges zeroed instead (one per run of merged discards; tests, statistics). */
@@ -238,6 +252,17 @@ export class FileStorage implements BlockStorage {
 
   read(ranges: readonly GuestRange[], position: number): number { return this.dma.preadv(this.fd, ranges, position); }
   write(ranges: readonly GuestRange[], position: number): number { return this.dma.pwritev(this.fd, ranges, position); }
+  submit(ranges: readonly GuestRange[], position: number, write: boolean, done: (result: number) => void): boolean {
+    if (this.fd < 0) return false;
+    const queued = this.dma.submit(this.fd, ranges, position, write, (result) => {
+      this.submitted--;
+      done(result);
+    });
+    if (queued) this.submitted++;
+    return queued;
+  }
+  reap(): number { return this.dma.reap(); }
+  drain(): void { this.dma.drain(); }
 
   /**
    * Flushes asked while an fdatasync runs share the next one (started when it
@@ -363,12 +388,14 @@ export class FileStorage implements BlockStorage {
    * callbacks get an error), the helper is ended, and discards it had not
    * done get an error too: nothing touches the image once its device is gone
    * but a fallocate(1) or a run of zeroes already under way, which finishes on
-   * its own.
+   * its own. Submitted I/O is waited for (drain) before the fd is closed.
    */
   close(): void {
     for (const d of this.discards.splice(0)) d.done(new StorageError(`${this.path} closed before the discard ran`));
     this.puncher?.close();
     if (this.fd < 0) return;
+    // No DMA job may outlive its fd (the number could be reused by then).
+    if (this.submitted > 0) this.dma.drain();
     fs.closeSync(this.fd);
     this.fd = -1;
   }

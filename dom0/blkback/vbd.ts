@@ -62,11 +62,16 @@ export interface BlkbackFeatures {
    * xen_blkback.max_queues, default the number of Dom0's vCPUs: 1 here).
    */
   readonly maxQueues: number;
+  /**
+   * Large READs become host DMA jobs (BlkifEngine, ASYNC_MIN_SECTORS) on
+   * rings Dom0 polls (`addPoller`); ours, `xen_blkback.dma_jobs` (default true).
+   */
+  readonly dmaJobs: boolean;
 }
 
 export const DEFAULT_FEATURES: BlkbackFeatures = {
   persistent: true, maxIndirectSegments: BLKBACK_MAX_INDIRECT_SEGMENTS, maxRingPageOrder: XENBUS_MAX_RING_GRANT_ORDER, maxPersistentGrants: MAX_PERSISTENT_GRANTS,
-  persistentGrantUnusedSeconds: PERSISTENT_GRANT_UNUSED_SECONDS, maxQueues: 1,
+  persistentGrantUnusedSeconds: PERSISTENT_GRANT_UNUSED_SECONDS, maxQueues: 1, dmaJobs: true,
 };
 
 export interface VbdContext {
@@ -343,6 +348,8 @@ export class VbdBackend {
       ring, mem, gt, pool, storage: this.storage!, limits: this.limits!, frontendId: this.frontendId,
       persistent: pg, notify: () => ev.send(port), post: this.c.post, dev: this.dev, counters: this.counters,
       ...(this.c.now ? { now: this.c.now } : {}),
+      // A READ out as a job is answered when reaped, which the loop's polling does.
+      dmaJobs: this.c.features.dmaJobs && this.c.addPoller !== undefined,
     });
     let unpoll = (): void => {};
     if (this.c.addPoller) unpoll = this.c.addPoller(port, () => engine.poll(), () => engine.armRing());

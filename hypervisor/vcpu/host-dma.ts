@@ -22,10 +22,14 @@
  * thread while this one is in the I/O could have the frame reused under it
  * (copy_to_guest in mm/p2m.ts has the same window, only shorter).
  */
-import fs from 'node:fs';
 import { GuestFault, type GuestRange, type HostDma } from '../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
-import { P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, type HvState } from '../state.ts';
+import { dmaQueue, dmaRunOwn, dmaTake } from './dma-jobs.ts';
+import { IovecPlan, MAX_EXTENT, runPlan } from './iovec.ts';
+import { DMA_SLOTS, P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, type HvState } from '../state.ts';
+
+/** A host DMA job's completion: bytes moved, or a negative errno. */
+type DmaDone = (result: number) => void;
 
 // Module-local copies of imported constants. They were made when a read of an
 // imported binding measured ~15 ns in a vCPU thread, which made the per-page
@@ -38,77 +42,21 @@ const INVALID = P2M_INVALID;
 const MFN_MASK = P2M_MFN_MASK;
 const TYPE_SHIFT = P2M_TYPE_SHIFT;
 const GRANT_MAP_RO = p2m_grant_map_ro;
-const nodeFs = fs;
-
-/** A run of machine memory, [ma, ma + len): one iovec. */
-export interface Extent { readonly ma: number; readonly len: number }
-
-/**
- * The longest single iovec: well under Node's per-buffer limit (2^31 - 1) and
- * Linux's per-call MAX_RW_COUNT, so no extent is ever refused for its size.
- */
-export const MAX_EXTENT = 1 << 30;
-
-/** Plans kept larger than this many extents are trimmed after use. */
-const KEEP_EXTENTS = 1024;
-
-/**
- * An iovec plan under construction: machine pieces pushed in file order, each
- * merged into the previous extent when it starts where that one ends. Two
- * parallel number arrays, reused from call to call (no object per piece).
- */
-export class IovecPlan {
-  readonly ma: number[] = [];
-  readonly len: number[] = [];
-  count = 0;
-  total = 0;
-
-  reset(): void {
-    if (this.ma.length > KEEP_EXTENTS) {
-      this.ma.length = 0;
-      this.len.length = 0;
-    }
-    this.count = 0;
-    this.total = 0;
-  }
-
-  /** Append [ma, ma + len) (len >= 0; empty pieces vanish). */
-  push(ma: number, len: number): void {
-    if (len === 0) return;
-    const n = this.count;
-    this.total += len;
-    if (n > 0) {
-      const last = this.len[n - 1];
-      if (this.ma[n - 1] + last === ma && last + len <= MAX_EXTENT) {
-        this.len[n - 1] = last + len;
-        return;
-      }
-    }
-    this.ma[n] = ma;
-    this.len[n] = len;
-    this.count = n + 1;
-  }
-
-  extents(): Extent[] {
-    const out: Extent[] = [];
-    for (let i = 0; i < this.count; i++) out.push({ ma: this.ma[i], len: this.len[i] });
-    return out;
-  }
-}
-
-/**
- * The iovecs for translated pieces in file order (pure: what preadv/pwritev
- * do with the pieces of a request): empty pieces dropped, machine-adjacent
- * neighbours merged (up to MAX_EXTENT each). Total length and byte order are
- * those of the pieces.
- */
-export function planIovecs(pieces: readonly Extent[]): Extent[] {
-  const plan = new IovecPlan();
-  for (const p of pieces) plan.push(p.ma, p.len);
-  return plan.extents();
-}
 
 const isFd = (fd: unknown): fd is number => typeof fd === 'number' && (fd | 0) === fd && fd >= 0;
+
+/** A call's fd and file position, checked before anything else: RangeError if bad. */
+function checkFdPosition(fd: unknown, position: unknown): void {
+  if (!isFd(fd)) throw new RangeError(`host DMA: bad fd ${String(fd)}`);
+  if (typeof position !== 'number' || !Number.isSafeInteger(position) || position < 0) {
+    throw new RangeError(`host DMA: bad file position ${String(position)}`);
+  }
+}
+
+/** The end of the I/O planned at `position`: RangeError if not a safe integer. */
+function checkEnd(position: number, p: IovecPlan): void {
+  if (!Number.isSafeInteger(position + p.total)) throw new RangeError(`host DMA: file position ${position} + ${p.total} too large`);
+}
 
 /**
  * Read `ranges` once, check them, and translate them into `plan` (reset
@@ -164,59 +112,6 @@ function translate(hv: HvState, slot: number, plan: IovecPlan, ranges: readonly 
   }
 }
 
-/** Views over machine memory for extents [first..] of the plan, the first one starting `skip` bytes in. */
-function views(mem8: Uint8Array, plan: IovecPlan, first: number, skip: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  const buf = mem8.buffer;
-  const base = mem8.byteOffset;
-  for (let i = first; i < plan.count; i++) {
-    const s = i === first ? skip : 0;
-    out.push(new Uint8Array(buf, base + plan.ma[i] + s, plan.len[i] - s));
-  }
-  return out;
-}
-
-/**
- * Do the planned I/O at file offset `position`, looping over short transfers.
- * Reads stop at end of file (a read of 0) and return the count; a write of 0
- * bytes (no progress) throws. Node's errors propagate.
- */
-function run(mem8: Uint8Array, plan: IovecPlan, fd: number, position: number, write: boolean): number {
-  const total = plan.total;
-  let done = 0;
-  if (plan.count === 1) {
-    const ma = plan.ma[0];
-    while (done < total) {
-      const n = write
-        ? nodeFs.writeSync(fd, mem8, ma + done, total - done, position + done)
-        : nodeFs.readSync(fd, mem8, ma + done, total - done, position + done);
-      if (n === 0) break;
-      done += n;
-    }
-  } else if (plan.count > 1) {
-    let iov = views(mem8, plan, 0, 0);
-    let first = 0;
-    let skip = 0;
-    while (done < total) {
-      const n = write ? nodeFs.writevSync(fd, iov, position + done) : nodeFs.readvSync(fd, iov, position + done);
-      if (n === 0) break;
-      done += n;
-      if (done === total) break;
-      // A short transfer: carry on from where it stopped.
-      let left = n;
-      while (left > 0 && left >= plan.len[first] - skip) {
-        left -= plan.len[first] - skip;
-        first++;
-        skip = 0;
-      }
-      skip += left;
-      iov = views(mem8, plan, first, skip);
-    }
-  }
-  if (write && done < total) throw new Error(`host DMA: pwritev made no progress at ${done} of ${total} bytes`);
-  return done;
-}
-
 /**
  * The DMA capability for the domain in `slot`: a frozen object of closures
  * over trusted state, holding no reference a guest could reach.
@@ -228,10 +123,7 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
   // whose getter calls back in gets a plan of its own, not ours.
   let busy = false;
   const io = (fd: number, ranges: readonly GuestRange[], position: number, write: boolean): number => {
-    if (!isFd(fd)) throw new RangeError(`host DMA: bad fd ${String(fd)}`);
-    if (typeof position !== 'number' || !Number.isSafeInteger(position) || position < 0) {
-      throw new RangeError(`host DMA: bad file position ${String(position)}`);
-    }
+    checkFdPosition(fd, position);
     // preadv writes guest memory; pwritev reads it.
     const guestWrite = !write;
     if (busy) {
@@ -248,12 +140,55 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
     }
   };
   const finish = (p: IovecPlan, fd: number, position: number, write: boolean): number => {
-    if (!Number.isSafeInteger(position + p.total)) throw new RangeError(`host DMA: file position ${position} + ${p.total} too large`);
-    return run(mem8, p, fd, position, write);
+    checkEnd(position, p);
+    return runPlan(mem8, p, fd, position, write);
+  };
+  // The asynchronous side (dma-jobs.ts): jobs of this domain's, each one's
+  // callback kept here by slot until its result is taken.
+  const qplan = new IovecPlan();
+  const waiting: Array<DmaDone | null> = Array.from({ length: DMA_SLOTS }, () => null);
+  let pending = 0;
+  const submit = (fd: number, ranges: readonly GuestRange[], position: number, write: boolean, done: DmaDone): boolean => {
+    if (pending === DMA_SLOTS) return false;
+    checkFdPosition(fd, position);
+    if (typeof done !== 'function') throw new TypeError('host DMA: submit needs a completion callback');
+    translate(hv, slot, qplan, ranges, !write);
+    checkEnd(position, qplan);
+    const i = dmaQueue(hv, slot, fd, qplan, position, write === true);
+    if (i < 0) return false;
+    waiting[i] = done;
+    pending++;
+    return true;
+  };
+  const reap = (): number => {
+    if (pending === 0) return 0;
+    let n = 0;
+    for (let i = 0; i < DMA_SLOTS; i++) {
+      const done = waiting[i];
+      if (done == null) continue;
+      const result = dmaTake(hv, i);
+      if (result === null) continue;
+      waiting[i] = null;
+      pending--;
+      n++;
+      done(result);
+    }
+    return n;
+  };
+  const drain = (): void => {
+    while (pending > 0) {
+      if (reap() > 0) continue;
+      // Nobody has taken them, or their runner died: run them here.
+      for (let i = 0; i < DMA_SLOTS; i++) if (waiting[i] != null) dmaRunOwn(hv, i, -1, -1);
+    }
   };
   const dma: HostDma = {
     preadv: (fd, ranges, position) => io(fd, ranges, position, false),
     pwritev: (fd, ranges, position) => io(fd, ranges, position, true),
+    submit,
+    reap,
+    drain,
+    get pending() { return pending; },
   };
   return Object.freeze(dma);
 }

@@ -23,6 +23,7 @@ import { D, G, HvState, V, VPF_down, VPF_initialised, VPF_killed, VPF_shutdown, 
 import { doHypercall } from '../hypercall/table.ts';
 import { VcpuCtx, type SchedHooks } from './context.ts';
 import { makeGuestMemory } from './guest-memory.ts';
+import { dmaRunQueued } from './dma-jobs.ts';
 import { makeHostDma } from './host-dma.ts';
 
 /** The project root: kernel paths in images are relative to it. */
@@ -167,6 +168,17 @@ export class VcpuRuntime implements SchedHooks {
     }
   }
 
+  /**
+   * KernelApi.preempt(): a preemption point, where a kernel that spins (a
+   * frontend polling its ring, Dom0's loop) also runs a queued host DMA job,
+   * as Xen runs softirq work where a CPU finds time (dma-jobs.ts). One atomic
+   * load when none is queued.
+   */
+  private explicitPreemptionPoint(): void {
+    this.preemptionPoint();
+    if (Atomics.load(this.hv.g, G.DMA_QUEUED) > 0) dmaRunQueued(this.hv, this.slot, this.vcpu);
+  }
+
   // SchedHooks: called by hypercall handlers on this thread.
 
   yield(): void {
@@ -254,7 +266,7 @@ export class VcpuRuntime implements SchedHooks {
       const api: KernelApi = Object.freeze({
         hypercall: this.hypercallFn(),
         rdtsc: () => this.hv.now(),
-        preempt: () => this.preemptionPoint(),
+        preempt: () => this.explicitPreemptionPoint(),
         mem: makeGuestMemory(this.hv, this.slot),
         startInfo: Atomics.load(this.hv.vcpu, this.hv.v(this.slot, this.vcpu, V.arg0_gpa)) >>> 0,
         vcpuId: this.vcpu,

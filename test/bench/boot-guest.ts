@@ -2,7 +2,7 @@
  * Run benchmark guests on the real machine (platform, Dom0, vCPU threads) and
  * collect the JSON lines they print as `BENCH {...}` on the console.
  */
-import { encodeDom0Cmdline } from '../../dom0/kernel.ts';
+import { encodeDom0Cmdline, type BlkbackSwitches } from '../../dom0/kernel.ts';
 import type { PvBuildConfig } from '../../dom0/builder.ts';
 import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
@@ -29,6 +29,8 @@ export interface RunOptions {
    * stop, so that a hang on a CI machine says where everything was.
    */
   readonly timeoutMs?: number;
+  /** Dom0's blkback switches (xen_blkback.* on its command line). */
+  readonly blkback?: BlkbackSwitches;
 }
 
 /**
@@ -39,7 +41,7 @@ export interface RunOptions {
 export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}, o: RunOptions = {}): Promise<GuestRun> {
   const platform = new Platform(hostConfig({ memMiB: 128, ...cfg }));
   const tap = new ConsoleTap(platform.hv);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false }) });
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false, ...(o.blkback ? { blkback: o.blkback } : {}) }) });
   let timer: NodeJS.Timeout | undefined;
   let reason: number;
   try {

@@ -16,7 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { GNTST_okay } from '../../../shared/abi/grant-table.ts';
 import { GuestFault, type GuestRange, type HostDma } from '../../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
-import { IovecPlan, MAX_EXTENT, planIovecs, type Extent } from '../../../hypervisor/vcpu/host-dma.ts';
+import { IovecPlan, MAX_EXTENT, planIovecs, type Extent } from '../../../hypervisor/vcpu/iovec.ts';
 import { TestMachine } from '../../helpers/machine.ts';
 import { addDomU, domOf, HOLE_GFN_BASE, type Dom } from '../gnttab/helpers.ts';
 

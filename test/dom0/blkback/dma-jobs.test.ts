@@ -1,0 +1,241 @@
+/**
+ * blkback's large READs as host DMA jobs (engine.ts, hypervisor/vcpu/dma-jobs.ts),
+ * against the fake frontend on a real temp file, with Dom0's polling loop:
+ * which requests go out as jobs (INDIRECT READs of ASYNC_MIN_SECTORS and more,
+ * ASYNC_DEPTH at a time) and which stay on Dom0's vCPU; a job's READ answered
+ * only once the job is done and reaped, with the right data, id and status;
+ * Dom0 not blocking while one is out; a barrier waiting for it; disconnect
+ * finishing it (run by Dom0 itself when no vCPU took it), never failing or
+ * losing it; a job's error answered BLKIF_RSP_ERROR; the switch that turns
+ * jobs off.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import {
+  BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY,
+} from '../../../shared/abi/blkif.ts';
+import type { BlkifSegment } from '../../../shared/blkif/proto.ts';
+import { PAGE_SIZE } from '../../../shared/types.ts';
+import { ASYNC_MIN_SECTORS } from '../../../dom0/blkback/engine.ts';
+import type { BlockStorage } from '../../../dom0/blkback/storage.ts';
+import { Dom0Loop } from '../../../dom0/loop.ts';
+import { dmaRunQueued } from '../../../hypervisor/vcpu/dma-jobs.ts';
+import { G } from '../../../hypervisor/state.ts';
+import { BlkTestbed, FakeBlkfront, type FrontPage } from '../../helpers/fake-blkfront.ts';
+import { tempDisk } from '../../helpers/temp-disk.ts';
+
+const SECTOR = 512;
+/** The image: 1 MiB, byte i a function of i, so misplaced data shows. */
+const IMAGE = 1 << 20;
+const byteAt = (i: number): number => (Math.imul(i + 1, 2654435761) >>> 24) ^ (i & 0xff);
+const image = (b: Uint8Array): void => { for (let i = 0; i < b.length; i++) b[i] = byteAt(i); };
+
+interface Rig {
+  tb: BlkTestbed;
+  f: FakeBlkfront;
+  loop: Dom0Loop | undefined;
+  path: string;
+  before: ReturnType<BlkTestbed['dom0Resources']>;
+}
+
+/**
+ * Dom0 with blkback on the test's thread and a frontend on a 1 MiB image;
+ * `polled`: Dom0's loop serves the ring by polling (jobs need it).
+ */
+async function rig(o: Parameters<typeof BlkTestbed.start>[0] = {}, polled = true): Promise<Rig> {
+  let loop: Dom0Loop | undefined;
+  const tb = await BlkTestbed.start({ ...(polled ? { addPoller: (port, serve, arm) => loop!.addPoller(port, serve, arm) } : {}), ...o });
+  if (polled) loop = new Dom0Loop(tb.ev, undefined, { spinRecentMs: 60_000 });
+  const before = tb.dom0Resources();
+  const f = await FakeBlkfront.create(tb, {});
+  const path = tempDisk(IMAGE, image);
+  await tb.addVbd(f.domid, f.devid, { params: path });
+  await f.connect();
+  expect(await f.backendState()).toBe('4');
+  return { tb, f, loop, path, before };
+}
+
+/** `sectors` sectors of whole pages (8 a page) for one request, filled with 0xee. */
+function pagesFor(f: FakeBlkfront, sectors: number): FrontPage[] {
+  const ps = Array.from({ length: Math.ceil(sectors / 8) }, () => f.page());
+  for (const p of ps) f.mem.fill(p.gpa, PAGE_SIZE, 0xee);
+  return ps;
+}
+
+/** An INDIRECT request of `op` for `sectors` sectors at `sector` into `pages` (its indirect page granted read-only). */
+function indirect(f: FakeBlkfront, op: number, id: bigint, sector: number, pages: readonly FrontPage[], sectors: number): void {
+  const segs: BlkifSegment[] = pages.map((p, i) => ({ gref: p.gref, firstSect: 0, lastSect: Math.min(7, sectors - 8 * i - 1) }));
+  const ind = f.indirectPage(segs);
+  f.put({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: op, nrSegments: segs.length, handle: 0, id, sector, indirectGrefs: [ind.gref] });
+}
+
+/** The bytes `pages` hold for `sectors` sectors. */
+function readPages(f: FakeBlkfront, pages: readonly FrontPage[], sectors: number): Uint8Array {
+  const out = new Uint8Array(sectors * SECTOR);
+  pages.forEach((p, i) => out.set(f.mem.read(p.gpa, Math.min(PAGE_SIZE, out.length - i * PAGE_SIZE)), i * PAGE_SIZE));
+  return out;
+}
+
+const fileBytes = (from: number, len: number): Uint8Array => Uint8Array.from({ length: len }, (_, i) => byteAt(from + i));
+const ok = (id: bigint, operation = BLKIF_OP_READ) => ({ id, operation, status: BLKIF_RSP_OKAY });
+const queued = (tb: BlkTestbed): number => Atomics.load(tb.m.hv.g, G.DMA_QUEUED);
+
+describe('blkback: large READs as host DMA jobs', () => {
+  it('a large READ goes out as a job and is answered once the job is done and reaped; the next large one meanwhile is served on Dom0\'s vCPU', async () => {
+    const { tb, f, before } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const n = ASYNC_MIN_SECTORS;
+    const a = pagesFor(f, n);
+    const b = pagesFor(f, n);
+    indirect(f, BLKIF_OP_READ, 0xa000_0000_0000_0001n, 0, a, n);
+    indirect(f, BLKIF_OP_READ, 2n, n, b, n);
+    f.ring.pushRequestsAndCheckNotify();
+    const run0 = Atomics.load(tb.m.hv.g, G.DMA_RUN);
+    expect(engine.poll()).toBe(2);
+    // B was served at once (the job's share was taken); A waits for its job.
+    expect(f.responses()).toEqual([ok(2n)]);
+    expect(readPages(f, b, n)).toEqual(fileBytes(n * SECTOR, n * SECTOR));
+    expect(queued(tb)).toBe(1);
+    expect(readPages(f, a, n).every((x) => x === 0xee)).toBe(true);
+    // The DomU's vCPU reaches a preemption point and runs it: done, not yet answered.
+    expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+    expect(Atomics.load(tb.m.hv.g, G.DMA_RUN)).toBe(run0 + 1);
+    expect(queued(tb)).toBe(0);
+    expect(readPages(f, a, n)).toEqual(fileBytes(0, n * SECTOR));
+    expect(f.responses()).toEqual([]);
+    // Dom0's next look reaps it: answered with its id, OKAY.
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(0xa000_0000_0000_0001n)]);
+    expect(engine.counters.rdReq).toBe(2);
+    expect(engine.counters.rdSect).toBe(2 * n);
+    // With A reaped, the next large READ goes out as a job again.
+    indirect(f, BLKIF_OP_READ, 3n, 2 * n, a, n);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(queued(tb)).toBe(1);
+    expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(3n)]);
+    expect(readPages(f, a, n)).toEqual(fileBytes(2 * n * SECTOR, n * SECTOR));
+    await tb.unplug(f.domid, f.devid);
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+  });
+
+  it('smaller READs, WRITEs of any size, and rings Dom0 does not poll stay on Dom0\'s vCPU', async () => {
+    const { tb, f, path } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const small = pagesFor(f, ASYNC_MIN_SECTORS - 1);
+    indirect(f, BLKIF_OP_READ, 1n, 8, small, ASYNC_MIN_SECTORS - 1);
+    const w = pagesFor(f, ASYNC_MIN_SECTORS);
+    for (const p of w) f.mem.fill(p.gpa, PAGE_SIZE, 0x5c);
+    indirect(f, BLKIF_OP_WRITE, 2n, 1024, w, ASYNC_MIN_SECTORS);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(2);
+    expect(f.responses()).toEqual([ok(1n), ok(2n, BLKIF_OP_WRITE)]);
+    expect(queued(tb)).toBe(0);
+    expect(readPages(f, small, ASYNC_MIN_SECTORS - 1)).toEqual(fileBytes(8 * SECTOR, (ASYNC_MIN_SECTORS - 1) * SECTOR));
+    expect(readFileSync(path).subarray(1024 * SECTOR, (1024 + ASYNC_MIN_SECTORS) * SECTOR).every((x) => x === 0x5c)).toBe(true);
+    await tb.unplug(f.domid, f.devid);
+
+    // Without a polling loop nothing would reap a job: the driver does not make any.
+    const plain = await rig({}, false);
+    const big = pagesFor(plain.f, ASYNC_MIN_SECTORS);
+    indirect(plain.f, BLKIF_OP_READ, 7n, 0, big, ASYNC_MIN_SECTORS);
+    expect(await plain.f.submit()).toEqual([ok(7n)]);
+    expect(queued(plain.tb)).toBe(0);
+    expect(readPages(plain.f, big, ASYNC_MIN_SECTORS)).toEqual(fileBytes(0, ASYNC_MIN_SECTORS * SECTOR));
+    await plain.tb.unplug(plain.f.domid, plain.f.devid);
+  });
+
+  it('xen_blkback.dma_jobs=0: large READs are served on Dom0\'s vCPU', async () => {
+    const { tb, f } = await rig({ dmaJobs: false });
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const a = pagesFor(f, ASYNC_MIN_SECTORS);
+    indirect(f, BLKIF_OP_READ, 1n, 0, a, ASYNC_MIN_SECTORS);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(1n)]);
+    expect(queued(tb)).toBe(0);
+    await tb.unplug(f.domid, f.devid);
+  });
+
+  it('Dom0 does not block while a job is out (nothing would wake it); at disconnect it runs the job itself and answers it, never failing it', async () => {
+    const { tb, f, loop, before } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const a = pagesFor(f, ASYNC_MIN_SECTORS);
+    indirect(f, BLKIF_OP_READ, 5n, 64, a, ASYNC_MIN_SECTORS);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(queued(tb)).toBe(1);
+    const blocks = tb.m.dom0.sched.blocks;
+    loop!.idle(1);
+    expect(tb.m.dom0.sched.blocks).toBe(blocks);
+    expect(engine.armRing()).toBeGreaterThan(0);
+    expect(f.responses()).toEqual([]);
+    // Hot-unplug with the job still queued (no vCPU took it): Dom0 runs it, and the READ is answered OKAY with its data.
+    await tb.unplug(f.domid, f.devid);
+    expect(queued(tb)).toBe(0);
+    expect(f.responses()).toEqual([ok(5n)]);
+    expect(readPages(f, a, ASYNC_MIN_SECTORS)).toEqual(fileBytes(64 * SECTOR, ASYNC_MIN_SECTORS * SECTOR));
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+    // Nothing is out any more: Dom0 blocks again.
+    const blocks2 = tb.m.dom0.sched.blocks;
+    loop!.idle(1);
+    expect(tb.m.dom0.sched.blocks).toBe(blocks2 + 1);
+  });
+
+  it('a WRITE_BARRIER waits for a READ out as a job: the READ is answered first, then the barrier', async () => {
+    const { tb, f } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const a = pagesFor(f, ASYNC_MIN_SECTORS);
+    indirect(f, BLKIF_OP_READ, 1n, 0, a, ASYNC_MIN_SECTORS);
+    f.put({ kind: 'rw', operation: BLKIF_OP_WRITE_BARRIER, nrSegments: 0, handle: 0, id: 2n, sector: 0, segs: [] });
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(2);
+    // Held: neither is answered, time enough as it is for an fdatasync to have come back.
+    for (let i = 0; i < 10; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      await tb.round();
+    }
+    expect(f.responses()).toEqual([]);
+    expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+    engine.poll();
+    const got = f.responses();
+    await tb.until(() => { got.push(...f.responses()); return got.length >= 2; }, 'the barrier\'s answer');
+    expect(got).toEqual([ok(1n), ok(2n, BLKIF_OP_WRITE_BARRIER)]);
+    await tb.unplug(f.domid, f.devid);
+  });
+
+  it('a job that fails, or moves fewer bytes than asked, is answered BLKIF_RSP_ERROR, and the ring goes on', async () => {
+    let mode: 'eio' | 'short' | 'pass' = 'eio';
+    const wrap = (s: BlockStorage): BlockStorage => ({
+      get sectors() { return s.sectors; },
+      get isNull() { return s.isNull; },
+      read: (r, p) => s.read(r, p),
+      write: (r, p) => s.write(r, p),
+      flush: (d) => s.flush(d),
+      discard: (a, b, d) => s.discard(a, b, d),
+      close: () => s.close(),
+      submit: (r, p, w, done) => s.submit!(r, p, w, (res) => done(mode === 'eio' ? -5 : mode === 'short' ? res - SECTOR : res)),
+      reap: () => s.reap!(),
+      drain: () => s.drain!(),
+    });
+    const { tb, f } = await rig({ wrapStorage: wrap });
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const a = pagesFor(f, ASYNC_MIN_SECTORS);
+    const fail = BLKIF_RSP_ERROR;
+    for (const [id, m] of [[1n, 'eio'], [2n, 'short'], [3n, 'pass']] as const) {
+      mode = m;
+      indirect(f, BLKIF_OP_READ, id, 0, a, ASYNC_MIN_SECTORS);
+      f.ring.pushRequestsAndCheckNotify();
+      expect(engine.poll()).toBe(1);
+      expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+      expect(engine.poll()).toBe(1);
+      expect(f.responses()).toEqual([{ id, operation: BLKIF_OP_READ, status: m === 'pass' ? BLKIF_RSP_OKAY : fail }]);
+    }
+    expect(engine.stats.errors).toBe(2);
+    await tb.unplug(f.domid, f.devid);
+  });
+});

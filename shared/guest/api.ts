@@ -81,20 +81,25 @@ export interface HostDma {
   /** pwritev(2): write `ranges` (in order) to `fd` at `position`. Returns bytes written (always the total, or it throws). */
   pwritev(fd: number, ranges: readonly GuestRange[], position: number): number;
   /**
-   * The same I/O (preadv, or pwritev if `write`) run by the host's DMA
-   * thread while this vCPU goes on. The arguments are checked first, exactly
-   * as preadv/pwritev check them (and throw the same errors, nothing
-   * queued). Returns false, queuing nothing, when the engine cannot take the
-   * I/O now (its thread is starting, DMA_SLOTS I/Os are queued, or the
-   * ranges make more than DMA_MAX_EXTENTS iovecs): do it synchronously
-   * instead. Otherwise `done` runs once, on this thread, from a later
-   * `reap` or `drain`, with the bytes moved (as preadv/pwritev return them)
-   * or a negative errno. The ranges must stay mapped until then.
+   * The same I/O (preadv, or pwritev if `write`) queued as a host DMA job,
+   * which the first vCPU of the host to reach an explicit preemption point
+   * (KernelApi.preempt: a kernel spinning on a ring) runs while this vCPU
+   * goes on. The arguments are checked first, exactly as preadv/pwritev
+   * check them (and throw the same errors, nothing queued; a `done` that is
+   * not a function: TypeError). Returns false, queuing nothing, when no job
+   * can be queued now (every job slot is taken, or the ranges make more than
+   * the most iovecs a job holds): do it synchronously instead. Otherwise
+   * `done` runs once, on this thread, from a later `reap` or `drain`, with
+   * the bytes moved (as preadv/pwritev return them) or a negative errno. The
+   * ranges must stay mapped, and the fd open, until then.
    */
   submit(fd: number, ranges: readonly GuestRange[], position: number, write: boolean, done: (result: number) => void): boolean;
-  /** Run the callbacks of the submitted I/Os that have finished, in submission order; returns how many ran. */
+  /** Run the callbacks of the submitted I/Os that are done (in slot order, not submission order); returns how many ran. */
   reap(): number;
-  /** Wait (spinning, holding the vCPU) until every submitted I/O has finished, running their callbacks. */
+  /**
+   * Wait (spinning, holding the vCPU) until every submitted I/O is done,
+   * running their callbacks; an I/O no other vCPU has taken is run here.
+   */
   drain(): void;
   /** Submitted I/Os whose callbacks have not run. */
   readonly pending: number;

@@ -66,10 +66,15 @@ export function dmaQueue(hv: HvState, owner: number, fd: number, plan: IovecPlan
   return -1;
 }
 
-/** Run job `i`, which this thread (vCPU `slot`, or -1) has just taken (RUNNING): its result written, DONE. */
-function runJob(hv: HvState, i: number, slot: number): void {
-  Atomics.add(hv.g, G.DMA_RUN, 1);
-  if (slot >= 0 && slot !== Atomics.load(hv.dmaJob, i * DJ.WORDS + DJ.OWNER)) Atomics.add(hv.g, G.DMA_RUN_ELSEWHERE, 1);
+/**
+ * Run job `i`, which this thread (vCPU `slot`, or -1) has just taken
+ * (RUNNING): its result written, DONE. `again`: a re-run (not counted twice).
+ */
+function runJob(hv: HvState, i: number, slot: number, again = false): void {
+  if (!again) {
+    Atomics.add(hv.g, G.DMA_RUN, 1);
+    if (slot >= 0 && slot !== Atomics.load(hv.dmaJob, i * DJ.WORDS + DJ.OWNER)) Atomics.add(hv.g, G.DMA_RUN_ELSEWHERE, 1);
+  }
   const d = hv.dmaData;
   const f = i * DJF.SIZE;
   const plan = runPlanOf;
@@ -139,7 +144,8 @@ export function dmaRunOwn(hv: HvState, i: number, slot: number, vcpu: number): b
   if (runner < 0 || runner === me) return false;
   const thread = Atomics.load(hv.vcpu, hv.v(runner >> 8, runner & 0xff, V.thread));
   if (thread !== VTHREAD_EXITED) return false;
+  // Only the owner takes a job over this way, so a plain store will do.
   Atomics.store(jobs, at + DJ.RUNNER, me);
-  runJob(hv, i, slot);
+  runJob(hv, i, slot, true);
   return true;
 }

@@ -7,6 +7,7 @@ import type { PvBuildConfig } from '../../dom0/builder.ts';
 import { ConsoleTap } from '../helpers/console-tap.ts';
 import { hostConfig, type HostConfig } from '../../hypervisor/config.ts';
 import { Platform } from '../../hypervisor/platform/platform.ts';
+import { G } from '../../hypervisor/state.ts';
 import { SHUTDOWN_crash } from '../../shared/hypercall.ts';
 import { hostStateDump } from '../helpers/state-dump.ts';
 
@@ -19,6 +20,14 @@ export interface GuestRun {
   readonly reason: number;
   /** vCPU threads still alive once it halted (0: none leaked). */
   readonly liveThreads: number;
+  /**
+   * Host DMA jobs (hypervisor/vcpu/dma-jobs.ts) as the hypervisor counted
+   * them when the host halted: `run`, every job run (G.DMA_RUN);
+   * `elsewhere`, those run by a vCPU of another domain than the one that
+   * queued them (G.DMA_RUN_ELSEWHERE), e.g. blkback's large READs run by the
+   * frontend's vCPU.
+   */
+  readonly dmaJobs: { readonly run: number; readonly elsewhere: number };
 }
 
 export interface RunOptions {
@@ -63,5 +72,7 @@ export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Part
   const log = tap.text;
   const bench: Array<Record<string, unknown>> = [];
   for (const m of log.matchAll(/^\(d\d+\) BENCH (\{.*\})$/gm)) bench.push(JSON.parse(m[1]) as Record<string, unknown>);
-  return { bench, log, reason, liveThreads: platform.liveThreads };
+  const g = platform.hv.g;
+  const dmaJobs = { run: Atomics.load(g, G.DMA_RUN), elsewhere: Atomics.load(g, G.DMA_RUN_ELSEWHERE) };
+  return { bench, log, reason, liveThreads: platform.liveThreads, dmaJobs };
 }

@@ -56,6 +56,11 @@ interface GuestFigures {
   readonly cb?: number;
   /** The rates (I/Os per second) of every run of this configuration, lowest first (guestRun). */
   readonly runs?: readonly number[];
+  /** Host DMA jobs run in this guest run (warm-up included), and of them by the guest's vCPU (GuestRun.dmaJobs). */
+  readonly dj?: number;
+  readonly dje?: number;
+  /** true: run with xen_blkback.dma_jobs=0. */
+  readonly jobsOff?: boolean;
 }
 
 interface GuestOpts {
@@ -70,6 +75,8 @@ interface GuestOpts {
   readonly zc?: boolean;
   /** With zc: completion callbacks (queuePages) instead of a promise per I/O. */
   readonly cb?: boolean;
+  /** false: Dom0 booted with xen_blkback.dma_jobs=0 (no large READs as host DMA jobs). */
+  readonly dmaJobs?: boolean;
 }
 
 const label = (g: GuestFigures): string => `${g.zc ? (g.cb ? 'zero-copy with callbacks, ' : 'zero-copy, ') : ''}persistent ${g.p ? 'on' : 'off'}, indirect ${g.i}, ring order ${g.o} (${g.rs} slots), QD ${g.qd}`;
@@ -132,10 +139,11 @@ async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[])
 async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
   const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} cb=${o.cb ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
-  const run = await runBenchGuests([guest], { memMiB: 128, pcpus: 2 }, { timeoutMs: RUN_TIMEOUT_MS }).catch((e: unknown) => {
+  const jobsOff = o.dmaJobs === false;
+  const run = await runBenchGuests([guest], { memMiB: 128, pcpus: 2 }, { timeoutMs: RUN_TIMEOUT_MS, ...(jobsOff ? { blkback: { dmaJobs: false } } : {}) }).catch((e: unknown) => {
     throw new Error(`blk guest (${cmdline}): ${e instanceof Error ? e.message : String(e)}`);
   });
-  const figs = run.bench as unknown as GuestFigures[];
+  const figs = (run.bench as unknown as GuestFigures[]).map((g) => ({ ...g, dj: run.dmaJobs.run, dje: run.dmaJobs.elsewhere, jobsOff }));
   if (figs.length !== o.tests.length) throw new Error(`blk guest (${cmdline}) reported ${figs.length} of ${o.tests.length} tests:\n${run.log.split('\n').slice(-40).join('\n')}`);
   return figs;
 }
@@ -269,7 +277,7 @@ function statsRow(g: GuestFigures): Array<string | number> {
   return [
     g.t, label(g), g.n, g.rq, (g.rq / g.n).toFixed(2), g.ind, (g.sg / g.rq).toFixed(1), (g.nt / g.rq).toFixed(3), (g.rsp / Math.max(1, g.sl)).toFixed(1),
     `${((g.sl / sec) / 1000).toFixed(2)} k/s`, (g.slUs / Math.max(1, g.sl)).toFixed(0), pct(g.slUs / 1e6 / sec), pct(g.spUs / 1e6 / sec),
-    busyUs(g).toFixed(1),
+    busyUs(g).toFixed(1), g.jobsOff ? 'off' : `${g.dj ?? 0} (${g.dje ?? 0})`,
   ];
 }
 
@@ -346,19 +354,21 @@ export async function benchBlk(): Promise<string> {
     // The same footprint as the guest's I/Os in flight (SEQ_INFLIGHT buffers of 1 MiB).
     const fsSeqReadQd = fsSeqBest(img, false, SEQ_RUN_MS, SEQ_INFLIGHT).best;
     const fsSeqWriteQd = fsSeqBest(img, true, SEQ_RUN_MS, SEQ_INFLIGHT).best;
-    const seqRuns: Array<{ zc: boolean; rd: GuestFigures; wr: GuestFigures }> = [];
-    const seqCases: Array<{ zc: boolean; indirect: number; persistent: boolean; order: number }> = [];
+    const seqRuns: Array<{ zc: boolean; jobs: boolean; rd: GuestFigures; wr: GuestFigures }> = [];
+    const seqCases: Array<{ zc: boolean; indirect: number; persistent: boolean; order: number; jobs: boolean }> = [];
     for (const zc of [false, true]) {
       for (const indirect of zc ? [256, 32] : [0, 32, 256]) {
         for (const persistent of [true, false]) {
-          for (const order of zc ? [0] : [0, 2]) seqCases.push({ zc, indirect, persistent, order });
+          for (const order of zc ? [0] : [0, 2]) seqCases.push({ zc, indirect, persistent, order, jobs: true });
         }
       }
     }
-    for (const { zc, indirect, persistent, order } of seqCases) {
-      const [rd, wr] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent, indirect, order, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc }, fileDisk);
+    // The target configuration with host DMA jobs off (xen_blkback.dma_jobs=0): every copy on Dom0's vCPU.
+    seqCases.push({ zc: true, indirect: 256, persistent: true, order: 0, jobs: false });
+    for (const { zc, indirect, persistent, order, jobs } of seqCases) {
+      const [rd, wr] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent, indirect, order, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc, dmaJobs: jobs }, fileDisk);
       all.push(rd!, wr!);
-      seqRuns.push({ zc, rd: rd!, wr: wr! });
+      seqRuns.push({ zc, jobs, rd: rd!, wr: wr! });
     }
     // 2b/3b. The target configurations again, each run between two baselines (pairedRun).
     const pairedRand = (await pairedRun({ tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, fileDisk,
@@ -382,10 +392,10 @@ export async function benchBlk(): Promise<string> {
       const r = perSec(g) / fsRand;
       return [zc ? 'zero-copy (readPages)' : 'copy (readInto)', persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, withRuns(g, perSec(g), fmtK), fmtK(fsRand), pct(r), verdict(r >= 0.7)];
     });
-    const seqRows = seqRuns.map(({ zc, rd, wr }) => {
+    const seqRows = seqRuns.map(({ zc, jobs, rd, wr }) => {
       const rr = mibps(rd) / fsSeqRead;
       const wrr = mibps(wr) / fsSeqWrite;
-      return [zc ? 'zero-copy' : 'copy', String(rd.i), rd.p ? 'on' : 'off', `${rd.o} (${rd.rs} slots)`,
+      return [(zc ? 'zero-copy' : 'copy') + (jobs ? '' : ', host DMA jobs off (reference)'), String(rd.i), rd.p ? 'on' : 'off', `${rd.o} (${rd.rs} slots)`,
         withRuns(rd, mibps(rd), fmtM), fmtM(fsSeqRead), pct(rr), verdict(rr >= 0.8),
         withRuns(wr, mibps(wr), fmtM), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)];
     });
@@ -416,16 +426,18 @@ export async function benchBlk(): Promise<string> {
     const secs = ((Date.now() - tStart) / 1000).toFixed(0);
     const load1 = os.loadavg();
     const batch = (g: GuestFigures): string => (g.rsp / Math.max(1, g.sl)).toFixed(0);
-    const find = (t: string, p: number, i: number, o: number, zc = 0): GuestFigures | undefined => all.find((g) => g.t === t && g.p === p && g.i === i && g.o === o && (g.zc ?? 0) === zc);
+    const find = (t: string, p: number, i: number, o: number, zc = 0, jobsOff = false): GuestFigures | undefined =>
+      all.find((g) => g.t === t && g.p === p && g.i === i && g.o === o && (g.zc ?? 0) === zc && (g.jobsOff ?? false) === jobsOff);
     const asleep = (g: GuestFigures): string => pct(g.slUs / 1e6 / (g.ns / 1e9));
     const spinPerSleep = (g: GuestFigures): string => (g.spUs / Math.max(1, g.sl)).toFixed(1);
     const change = (a: number, b: number): string => `${b >= a ? '+' : ''}${(((b - a) / a) * 100).toFixed(0)}%`;
     const r4 = { p1: find('rand4k', 1, 0, 0)!, p0: find('rand4k', 0, 0, 0)!, p1o2: find('rand4k', 1, 0, 2)!, zc: find('rand4k', 1, 0, 0, 1)! };
-    const sq = (t: string, p: number, i: number, o: number, zc = 0): GuestFigures => find(t, p, i, o, zc)!;
+    const sq = (t: string, p: number, i: number, o: number, zc = 0, jobsOff = false): GuestFigures => find(t, p, i, o, zc, jobsOff)!;
     const best = sq('seqread', 1, 256, 0);
     const bestW = sq('seqwrite', 1, 256, 0);
     const zcR = sq('seqread', 1, 256, 0, 1);
     const zcW = sq('seqwrite', 1, 256, 0, 1);
+    const zcRNoJobs = sq('seqread', 1, 256, 0, 1, true);
     const smallRows = [
       ['4 KiB random reads, QD 32', withRuns(rand4kSmall, perSec(rand4kSmall), fmtK), fmtK(fsRand4k), pct(perSec(rand4kSmall) / fsRand4k), withRuns(r4.zc, perSec(r4.zc), fmtK), fmtK(fsRand), pct(perSec(r4.zc) / fsRand)],
       [`1 MiB sequential read, ${SEQ_INFLIGHT} in flight`, withRuns(rdSmall!, mibps(rdSmall!), fmtM), fmtM(fsSeqRead4k), pct(mibps(rdSmall!) / fsSeqRead4k), withRuns(zcR, mibps(zcR), fmtM), fmtM(fsSeqRead), pct(mibps(zcR) / fsSeqRead)],
@@ -473,12 +485,18 @@ in-thread probes named below.
   request in the guest, a map and unmap in Dom0). Ring order 2 at QD 32: ${change(perSec(r4.p1), perSec(r4.p1o2))} (32 in flight
   already fit a one-page ring: scatter).
 - **1 MiB I/O.** Zero-copy (the guest's BlkBuffer granted page by page, persistently), 256
-  indirect segments: ${fmtM(mibps(zcR))} read, ${fmtM(mibps(zcW))} write. Dom0 then does one preadv/pwritev
+  indirect segments: ${fmtM(mibps(zcR))} read, ${fmtM(mibps(zcW))} write. Each I/O is one preadv/pwritev
   straight between the file and the guest's pages (adjacent guest pages are machine-adjacent:
-  one iovec), the copy the baseline does, plus ~8-10 µs of its own per request (the indirect
-  page, 256 segment checks and lookups), and the guest copies nothing. Profiled, Dom0
-  spends ~67% of its time in the preadv and ~17% in its own code. Two things bound the
-  ratio from outside the driver: where frames lie (the host's copy runs at a third of its
+  one iovec), the copy the baseline does, plus ~11-17 µs of Dom0's own per request (the
+  indirect page, 256 segment checks and lookups), and the guest copies nothing. Reads go two
+  at a time: blkback hands every other one out as a host DMA job, which the guest's vCPU
+  runs at its next preemption point while it spins waiting (docs/block.md, "Large READs as
+  host DMA jobs"), and Dom0 copies the next one itself. In the median read run ${zcR.dj ?? 0} jobs ran,
+  ${zcR.dje ?? 0} of them on the guest's vCPU (the rest on Dom0's, when it got to one first). With
+  jobs off (xen_blkback.dma_jobs=0, the reference row) every copy is Dom0's: ${fmtM(mibps(zcRNoJobs))} read
+  (${pct(mibps(zcRNoJobs) / fsSeqRead)} of the baseline; ${change(mibps(zcRNoJobs), mibps(zcR))} with jobs). Writes stay on Dom0's vCPU (two buffered
+  writes to one file take turns on its inode lock). What bounds the ratio from outside the
+  driver: where frames lie (the host's copy runs at a third of its
   speed when the destination lies 1-31 bytes past the source modulo 4 KiB; frames sit 64
   bytes past host page boundaries, clear of that: hypervisor/state.ts MEM_SKEW, and
   "Machine memory placement"), how busy the host's memory is (a bare 1 MiB readSync into
@@ -593,13 +611,15 @@ ${table(['test', 'ours (4 KiB folios)', 'fs baseline (4 KiB folios)', 'ratio', '
 
 ### Per run: what the driver did (measured window only)
 
-${table(['test', 'configuration', 'I/Os', 'ring requests', 'requests per I/O', 'of them indirect', 'segments per request', 'notifications per request', 'responses per guest sleep', 'guest sleeps', 'µs per sleep', 'guest asleep', 'guest in fruitless spins', 'guest busy µs per request'], all.map(statsRow))}
+${table(['test', 'configuration', 'I/Os', 'ring requests', 'requests per I/O', 'of them indirect', 'segments per request', 'notifications per request', 'responses per guest sleep', 'guest sleeps', 'µs per sleep', 'guest asleep', 'guest in fruitless spins', 'guest busy µs per request', 'host DMA jobs (on the guest\'s vCPU)'], all.map(statsRow))}
 
 "Guest asleep" is the share of the window the DomU's kernel loop spent blocked
 in SCHEDOP_poll waiting for the backend's event; "fruitless spins" the share it
 spent in the loop's bounded spin (64 rounds of ring pollers) that found nothing;
 "guest busy µs per request" the rest of the window divided by the ring requests
-(the guest vCPU's time per request, including its event-channel sends).
+(the guest vCPU's time per request, including its event-channel sends, and the
+host DMA jobs it ran); "host DMA jobs" the jobs the hypervisor ran in that guest
+run, warm-up and handshake included, and in brackets those the guest's vCPU ran.
 
 ### Why
 

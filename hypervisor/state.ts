@@ -390,22 +390,34 @@ export const EVTCHN_2L_PORTS = 4096;
 export const DMA_SLOTS = 8;
 export const DMA_MAX_EXTENTS = 512;
 /**
- * A DMA job's Int32 words (dmaJob): its state (DJS_*), the domain slot that
- * queued it, and the vCPU running it (slot * 256 + vcpu, or -1).
+ * A DMA job's Int32 words (dmaJob): its state word (a DJS_* state in bits
+ * 0-3, and while RUNNING or FINISHING the runner in the bits above: vCPU
+ * (slot * 256 + vcpu) + 1, or 0 for a thread that is not a vCPU; one word,
+ * so that taking a job and naming its runner are one compare-exchange), the
+ * domain slot that queued it, and the runner's domain generation when it
+ * took the job (D.generation: a slot reused by another domain since means
+ * the runner is gone).
  */
-export const DJ = { STATE: 0, OWNER: 1, RUNNER: 2, WORDS: 4 } as const;
+export const DJ = { STATE: 0, OWNER: 1, RUNNER_GEN: 2, WORDS: 4 } as const;
 /**
  * A DMA job's Float64s (dmaData): the host fd, the file position, 1 for
  * pwritev (0: preadv), the iovec count, the result (bytes moved, or a
  * negative errno), then the iovecs as (machine address, length) pairs.
  */
 export const DJF = { FD: 0, POSITION: 1, WRITE: 2, COUNT: 3, RESULT: 4, EXTENTS: 8, SIZE: 8 + 2 * DMA_MAX_EXTENTS } as const;
-/** DMA job states: free, being filled by its owner, queued, running, done (result not yet taken). */
+/**
+ * DMA job states: free; being filled by its owner; queued; running (the
+ * copy under way); finishing (the copy done, its runner writing the
+ * result); done (result not yet taken).
+ */
 export const DJS_FREE = 0;
 export const DJS_FILLING = 1;
 export const DJS_QUEUED = 2;
 export const DJS_RUNNING = 3;
-export const DJS_DONE = 4;
+export const DJS_FINISHING = 4;
+export const DJS_DONE = 5;
+/** The state bits of a DMA job's state word. */
+export const DJS_MASK = 0xf;
 
 /** Serial input ring size (Xen's SERIAL_RXBUFSZ... console.c serial_rx_ring: 128). */
 export const SERIAL_RX_SIZE = 128;

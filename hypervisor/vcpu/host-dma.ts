@@ -24,7 +24,7 @@
  */
 import { GuestFault, type GuestRange, type HostDma } from '../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
-import { dmaQueue, dmaRunOwn, dmaTake } from './dma-jobs.ts';
+import { dmaQueue, dmaResult, dmaRunOwn } from './dma-jobs.ts';
 import { IovecPlan, MAX_EXTENT, runPlan } from './iovec.ts';
 import { DMA_SLOTS, P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, type HvState } from '../state.ts';
 
@@ -146,19 +146,30 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
   // The asynchronous side (dma-jobs.ts): jobs of this domain's, each one's
   // callback kept here by slot until its result is taken.
   const qplan = new IovecPlan();
+  let qbusy = false;
   const waiting: Array<DmaDone | null> = Array.from({ length: DMA_SLOTS }, () => null);
   let pending = 0;
   const submit = (fd: number, ranges: readonly GuestRange[], position: number, write: boolean, done: DmaDone): boolean => {
-    if (pending === DMA_SLOTS) return false;
     checkFdPosition(fd, position);
+    if (typeof write !== 'boolean') throw new TypeError('host DMA: submit needs write true or false');
     if (typeof done !== 'function') throw new TypeError('host DMA: submit needs a completion callback');
-    translate(hv, slot, qplan, ranges, !write);
-    checkEnd(position, qplan);
-    const i = dmaQueue(hv, slot, fd, qplan, position, write === true);
-    if (i < 0) return false;
-    waiting[i] = done;
-    pending++;
-    return true;
+    // A range whose getter calls back in gets a plan of its own, not the one being checked.
+    const plan = qbusy ? new IovecPlan() : qplan;
+    const outer = !qbusy;
+    qbusy = true;
+    try {
+      // pwritev reads guest memory; preadv writes it.
+      translate(hv, slot, plan, ranges, !write);
+      checkEnd(position, plan);
+      if (pending === DMA_SLOTS) return false;
+      const i = dmaQueue(hv, slot, fd, plan, position, write);
+      if (i < 0) return false;
+      waiting[i] = done;
+      pending++;
+      return true;
+    } finally {
+      if (outer) qbusy = false;
+    }
   };
   const reap = (): number => {
     if (pending === 0) return 0;
@@ -166,7 +177,7 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
     for (let i = 0; i < DMA_SLOTS; i++) {
       const done = waiting[i];
       if (done == null) continue;
-      const result = dmaTake(hv, i);
+      const result = dmaResult(hv, i);
       if (result === null) continue;
       waiting[i] = null;
       pending--;

@@ -14,9 +14,8 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { GNTST_okay } from '../../../shared/abi/grant-table.ts';
 import { GuestFault, type GuestRange, type HostDma } from '../../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
@@ -28,33 +27,9 @@ import { makeHostDma } from '../../../hypervisor/vcpu/host-dma.ts';
 import { TestMachine } from '../../helpers/machine.ts';
 import { addDomU, domOf, HOLE_GFN_BASE, type Dom } from '../gnttab/helpers.ts';
 import type { DmaRunnerData } from './dma-runner.ts';
+import { dom0Pages, gpa, pattern, useTempFiles } from './dma-helpers.ts';
 
-let dir: string;
-beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xents-dma-jobs-')); });
-afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
-afterEach(() => { vi.restoreAllMocks(); });
-
-const openFds: number[] = [];
-afterEach(() => { while (openFds.length) fs.closeSync(openFds.pop()!); });
-
-let nFile = 0;
-/** A temp file holding `data`, opened read-write; closed after the test unless `keep` is false (the test closes it). */
-function tempFile(data: Uint8Array = new Uint8Array(0), keep = true): { fd: number; file: string } {
-  const file = path.join(dir, `f${nFile++}`);
-  fs.writeFileSync(file, data);
-  const fd = fs.openSync(file, 'r+');
-  if (keep) openFds.push(fd);
-  return { fd, file };
-}
-
-/** `n` bytes of a position-dependent pattern (byte i is a hash of `seed + i`), so misplaced bytes show. */
-function pattern(n: number, seed = 0): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = (Math.imul(seed + i, 2654435761) >>> 24) ^ ((seed + i) & 0xff);
-  return b;
-}
-
-const gpa = (gfn: number, off = 0): number => gfn * PAGE_SIZE + off;
+const tempFile = useTempFiles('xents-dma-jobs-');
 const fill = (n: number, byte: number): Uint8Array => new Uint8Array(n).fill(byte);
 
 interface Rig { m: TestMachine; hv: HvState; dom0: Dom; u: Dom; dma: HostDma }
@@ -64,14 +39,6 @@ async function rig(): Promise<Rig> {
   const m = new TestMachine();
   const dom0 = domOf(m, 0, m.dom0.ctx.slot, m.dom0);
   return { m, hv: m.hv, dom0, u: await addDomU(m), dma: m.dma };
-}
-
-/** `n` consecutive free gfns of Dom0's RAM (machine-contiguous in the TestMachine), filled with `byte`. */
-function dom0Pages(d: Dom, n: number, byte = 0xee): number {
-  const gs = Array.from({ length: n }, () => d.v.xen.allocGfn()).sort((a, b) => a - b);
-  for (let i = 1; i < n; i++) if (gs[i] !== gs[0]! + i) throw new Error('Dom0 free gfns are not consecutive');
-  d.v.api.mem.fill(gpa(gs[0]!), n * PAGE_SIZE, byte);
-  return gs[0]!;
 }
 
 /** A DomU page (every byte `byte`) granted to Dom0 and mapped at Dom0 gfn `at`. */

@@ -9,43 +9,17 @@
  * non-contiguous pages come from DomU grants mapped into Dom0's hole gfns.
  */
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, onTestFinished, vi } from 'vitest';
 import { GNTST_okay } from '../../../shared/abi/grant-table.ts';
 import { GuestFault, type GuestRange, type HostDma } from '../../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
 import { IovecPlan, MAX_EXTENT, planIovecs, type Extent } from '../../../hypervisor/vcpu/iovec.ts';
 import { TestMachine } from '../../helpers/machine.ts';
 import { addDomU, domOf, HOLE_GFN_BASE, type Dom } from '../gnttab/helpers.ts';
+import { dom0Pages, gpa, pattern, useTempFiles } from './dma-helpers.ts';
 
-let dir: string;
-beforeAll(() => { dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xents-host-dma-')); });
-afterAll(() => { fs.rmSync(dir, { recursive: true, force: true }); });
-afterEach(() => { vi.restoreAllMocks(); });
-
-const openFds: number[] = [];
-afterEach(() => { while (openFds.length) fs.closeSync(openFds.pop()!); });
-
-let nFile = 0;
-/** A temp file holding `data`, opened read-write; closed after the test. */
-function tempFile(data: Uint8Array = new Uint8Array(0)): { fd: number; file: string } {
-  const file = path.join(dir, `f${nFile++}`);
-  fs.writeFileSync(file, data);
-  const fd = fs.openSync(file, 'r+');
-  openFds.push(fd);
-  return { fd, file };
-}
-
-/** `n` bytes of a position-dependent pattern (byte i is a hash of `seed + i`), so misplaced bytes show. */
-function pattern(n: number, seed = 0): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = (Math.imul(seed + i, 2654435761) >>> 24) ^ ((seed + i) & 0xff);
-  return b;
-}
-
-const gpa = (gfn: number, off = 0): number => gfn * PAGE_SIZE + off;
+const tempFile = useTempFiles('xents-host-dma-');
 
 interface Rig { dom0: Dom; u: Dom; dma: HostDma }
 
@@ -54,15 +28,6 @@ async function rig(dom0MiB = 1): Promise<Rig> {
   const m = new TestMachine({}, dom0MiB);
   const dom0 = domOf(m, 0, m.dom0.ctx.slot, m.dom0);
   return { dom0, u: await addDomU(m), dma: m.dma };
-}
-
-/** `n` consecutive free gfns of Dom0's RAM (machine-contiguous in the TestMachine), filled with `fill`. */
-function dom0Pages(d: Dom, n: number, fill = 0xee): number {
-  const gs = Array.from({ length: n }, () => d.v.xen.allocGfn()).sort((a, b) => a - b);
-  for (let i = 1; i < n; i++) if (gs[i] !== gs[0]! + i) throw new Error('Dom0 free gfns are not consecutive');
-  for (let i = 1; i < n; i++) if (d.mfn(gs[i]!) !== d.mfn(gs[0]!) + i) throw new Error('Dom0 pages are not machine-contiguous');
-  d.v.api.mem.fill(gpa(gs[0]!), n * PAGE_SIZE, fill);
-  return gs[0]!;
 }
 
 /** A DomU page granted to Dom0 and mapped at Dom0 gfn `at`. */
@@ -324,13 +289,11 @@ describe('HostDma refusals: nothing read, nothing written', () => {
   it('host errors come back as Node errors (blkback answers BLKIF_RSP_ERROR)', async () => {
     const r = await rig();
     const g = dom0Pages(r.dom0, 1);
-    const file = path.join(dir, 'closed');
-    fs.writeFileSync(file, 'x');
-    const fd = fs.openSync(file, 'r');
+    const { fd, file } = tempFile(new TextEncoder().encode('x'), false);
     fs.closeSync(fd);
     expect(() => r.dma.preadv(fd, [{ gpa: gpa(g), len: 10 }], 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
     const ro = fs.openSync(file, 'r');
-    openFds.push(ro);
+    onTestFinished(() => fs.closeSync(ro));
     expect(() => r.dma.pwritev(ro, [{ gpa: gpa(g), len: 10 }], 0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
   });
 

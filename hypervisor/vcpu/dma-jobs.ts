@@ -28,7 +28,8 @@
  * it leaves the slot alone.
  *
  * The copy is charged to the vCPU that runs it, as time in an interrupt is
- * charged to whoever it interrupted.
+ * charged to whoever it interrupted. Only the initial domain has a HostDma
+ * (host services are Dom0's), so no job outlives its owner but with the host.
  */
 import { EIO } from '../../shared/errno.ts';
 import {

@@ -173,16 +173,24 @@ function runnerGone(hv: HvState, slot: number, vcpu: number, gen: number): boole
 
 /**
  * The owner needs job `i` finished: if it is still queued, run it here; if
- * the vCPU running it is gone (its thread exited mid-copy, or its domain
- * slot reused since), take it over and run it again here (jobs are
- * idempotent). True if it ran it; false if it is done, or a live vCPU is
- * on it (or finishing it).
+ * the vCPU running it is gone, take it over (`dmaTakeOver`). True if it ran
+ * it; false if it is done, or a live vCPU is on it (or finishing it).
  */
 export function dmaRunOwn(hv: HvState, i: number, slot: number, vcpu: number): boolean {
   if (dmaTake(hv, i, slot, vcpu)) {
     dmaRunTaken(hv, i, slot, vcpu);
     return true;
   }
+  return dmaTakeOver(hv, i, slot, vcpu);
+}
+
+/**
+ * If the vCPU running job `i` is gone (its thread exited mid-copy, or its
+ * domain slot was reused since), take the job over as (slot, vcpu) and run it
+ * again here (jobs are idempotent). True if it did; a few atomic loads when
+ * the runner is alive or the job is not running.
+ */
+export function dmaTakeOver(hv: HvState, i: number, slot: number, vcpu: number): boolean {
   const jobs = hv.dmaJob;
   const at = i * DJ.WORDS;
   const w = Atomics.load(jobs, at + DJ.STATE);

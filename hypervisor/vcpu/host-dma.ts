@@ -31,7 +31,7 @@
  */
 import { GuestFault, type GuestRange, type HostDma } from '../../shared/guest/api.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
-import { dmaQueue, dmaResult, dmaRunOwn } from './dma-jobs.ts';
+import { dmaQueue, dmaResult, dmaRunOwn, dmaTakeOver } from './dma-jobs.ts';
 import { IovecPlan, MAX_EXTENT, runPlan } from './iovec.ts';
 import { DMA_SLOTS, P2M_INVALID, P2M_MFN_MASK, P2M_TYPE_SHIFT, p2m_grant_map_ro, type HvState } from '../state.ts';
 
@@ -174,7 +174,9 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
     for (let i = 0; i < DMA_SLOTS; i++) {
       const done = waiting[i];
       if (done == null) continue;
-      const result = dmaResult(hv, i);
+      let result = dmaResult(hv, i);
+      // Not done: if its runner is gone (a thread terminated mid-copy), nobody else will finish it.
+      if (result === null && dmaTakeOver(hv, i, -1, -1)) result = dmaResult(hv, i);
       if (result === null) continue;
       waiting[i] = null;
       pending--;

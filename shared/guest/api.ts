@@ -94,7 +94,11 @@ export interface HostDma {
    * ranges must stay mapped, and the fd open, until then.
    */
   submit(fd: number, ranges: readonly GuestRange[], position: number, write: boolean, done: (result: number) => void): boolean;
-  /** Run the callbacks of the submitted I/Os that are done (in slot order, not submission order); returns how many ran. */
+  /**
+   * Run the callbacks of the submitted I/Os that are done (in slot order, not
+   * submission order; one whose runner's thread is gone is run here first);
+   * returns how many ran.
+   */
   reap(): number;
   /**
    * Wait (spinning, holding the vCPU) until every submitted I/O is done,

@@ -610,3 +610,28 @@ describe('host DMA jobs: regressions', () => {
     expectIdle(r.hv, r.dma);
   });
 });
+
+describe('host DMA jobs: a runner gone mid-copy, seen by reap', () => {
+  it('reap takes over a job whose runner\'s thread exited, so the request is answered without a disconnect', async () => {
+    // Guards: blkback reaps from its spin and only drains at disconnect; a
+    // job left RUNNING by a terminated thread would hang its request (and
+    // keep Dom0 from blocking) if only drain took jobs over.
+    const r = await rig();
+    const data = pattern(PAGE_SIZE, 23);
+    const { fd } = tempFile(data);
+    const gp = dom0Pages(r.dom0, 1);
+    const cb = recorder();
+    expect(r.dma.submit(fd, [{ gpa: gpa(gp, 16), len: 300 }], 40, false, cb.done)).toBe(true);
+    const [slot] = slotsIn(r.hv, DJS_QUEUED);
+    const thread = r.hv.v(r.u.slot, 0, V.thread);
+    Atomics.store(r.hv.vcpu, thread, VTHREAD_RUNNING);
+    expect(dmaTake(r.hv, slot!, r.u.slot, 0)).toBe(true);
+    expect(r.dma.reap()).toBe(0); // its runner is alive: wait
+    expect(cb.results).toEqual([]);
+    Atomics.store(r.hv.vcpu, thread, VTHREAD_EXITED);
+    expect(r.dma.reap()).toBe(1);
+    expect(cb.results).toEqual([300]);
+    expect(r.dom0.v.api.mem.read(gpa(gp, 16), 300)).toEqual(data.subarray(40, 340));
+    expectIdle(r.hv, r.dma);
+  });
+});

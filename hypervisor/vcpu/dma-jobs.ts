@@ -194,9 +194,10 @@ export function dmaTakeOver(hv: HvState, i: number, slot: number, vcpu: number):
   const jobs = hv.dmaJob;
   const at = i * DJ.WORDS;
   const w = Atomics.load(jobs, at + DJ.STATE);
-  if ((w & DJS_MASK) !== DJS_RUNNING) return false;
-  const runner = dmaJobRunner(hv, i);
-  if (runner === null || !runnerGone(hv, runner[0], runner[1], Atomics.load(jobs, at + DJ.RUNNER_GEN))) return false;
+  // (Called from the owner's spin while the job is out: no allocation.)
+  const id = w >>> 4;
+  if ((w & DJS_MASK) !== DJS_RUNNING || id === 0) return false;
+  if (!runnerGone(hv, ((id - 1) / 256) | 0, (id - 1) & 0xff, Atomics.load(jobs, at + DJ.RUNNER_GEN))) return false;
   if (Atomics.compareExchange(jobs, at + DJ.STATE, w, running(slot, vcpu)) !== w) return false;
   dmaRunTaken(hv, i, slot, vcpu);
   return true;

@@ -126,23 +126,27 @@ function translate(hv: HvState, slot: number, plan: IovecPlan, ranges: readonly 
 export function makeHostDma(hv: HvState, slot: number): HostDma {
   const mem8 = hv.mem8;
   const plan = new IovecPlan();
-  // Set while a call is between translate and the end of its I/O (or its
-  // queuing): a range whose getter calls back in gets a plan of its own, not
-  // the one being checked.
+  // Set while ranges are being translated: a range whose getter calls back
+  // in gets a plan of its own, not the one being checked. (Once translated,
+  // no guest code runs before the plan is used: runPlan and dmaQueue only
+  // read it.)
   let busy = false;
-  const io = (fd: number, ranges: readonly GuestRange[], position: number, write: boolean): number => {
-    checkFdPosition(fd, position);
+  /** Read, check and translate `ranges` for I/O at `position` (`write`: pwritev, which reads guest memory): the plan. */
+  const planFor = (ranges: readonly GuestRange[], position: number, write: boolean): IovecPlan => {
     const outer = !busy;
     const p = outer ? plan : new IovecPlan();
     busy = true;
     try {
-      // preadv writes guest memory; pwritev reads it.
       translate(hv, slot, p, ranges, !write);
       checkEnd(position, p);
-      return runPlan(mem8, p, fd, position, write);
+      return p;
     } finally {
       if (outer) busy = false;
     }
+  };
+  const io = (fd: number, ranges: readonly GuestRange[], position: number, write: boolean): number => {
+    checkFdPosition(fd, position);
+    return runPlan(mem8, planFor(ranges, position, write), fd, position, write);
   };
   // The asynchronous side (dma-jobs.ts): jobs of this domain's, each one's
   // callback kept here by slot until its result is taken.
@@ -152,21 +156,13 @@ export function makeHostDma(hv: HvState, slot: number): HostDma {
     checkFdPosition(fd, position);
     if (typeof write !== 'boolean') throw new TypeError('host DMA: submit needs write true or false');
     if (typeof done !== 'function') throw new TypeError('host DMA: submit needs a completion callback');
-    const outer = !busy;
-    const p = outer ? plan : new IovecPlan();
-    busy = true;
-    try {
-      translate(hv, slot, p, ranges, !write);
-      checkEnd(position, p);
-      if (pending === DMA_SLOTS) return false;
-      const i = dmaQueue(hv, slot, fd, p, position, write);
-      if (i < 0) return false;
-      waiting[i] = done;
-      pending++;
-      return true;
-    } finally {
-      if (outer) busy = false;
-    }
+    const p = planFor(ranges, position, write);
+    if (pending === DMA_SLOTS) return false;
+    const i = dmaQueue(hv, slot, fd, p, position, write);
+    if (i < 0) return false;
+    waiting[i] = done;
+    pending++;
+    return true;
   };
   const reap = (): number => {
     if (pending === 0) return 0;

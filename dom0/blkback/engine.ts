@@ -576,7 +576,7 @@ export class BlkifEngine {
 
   /**
    * Move the data of an indirect READ/WRITE that passed checkIndirectRw: a
-   * status, or IN_FLIGHT if it is out as a host DMA job (answered by asyncDone).
+   * status, or IN_FLIGHT if it is out as a host DMA job (answered by readJobDone).
    */
   private dataIndirect(op: number, sc: IndirectRwScratch, nrSectors: number): number {
     const read = op === BLKIF_OP_READ;
@@ -586,7 +586,7 @@ export class BlkifEngine {
     }
     if (read && nrSectors >= ASYNC_MIN_SECTORS && this.asyncOn) {
       if (this.asyncIo === ASYNC_DEPTH) this.reapAsync();
-      if (this.asyncIo < ASYNC_DEPTH) return this.startAsync(op, sc, nrSectors);
+      if (this.asyncIo < ASYNC_DEPTH) return this.startReadJob(sc, nrSectors);
     }
     return this.io(read, sc.sector, nrSectors, this.maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, !read), null);
   }
@@ -595,10 +595,10 @@ export class BlkifEngine {
    * Map an indirect READ's segments and hand it out as a host DMA job:
    * IN_FLIGHT; or, if no job can be queued now, do it here: a status.
    */
-  private startAsync(op: number, sc: IndirectRwScratch, nrSectors: number): number {
-    const read = op === BLKIF_OP_READ;
+  private startReadJob(sc: IndirectRwScratch, nrSectors: number): number {
     const maps = this.asyncMaps.pop()!;
-    if (!maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, !read)) {
+    // A READ's pages are written: writable mappings (readonly false).
+    if (!maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, false)) {
       this.asyncMaps.push(maps);
       return this.unmappable(null);
     }
@@ -608,22 +608,22 @@ export class BlkifEngine {
     const want = nrSectors * BLKIF_SECTOR_SIZE;
     let started = false;
     try {
-      started = this.d.storage.submit!(maps.ranges, sc.sector * BLKIF_SECTOR_SIZE, !read,
-        (result) => this.asyncDone(maps, op, idLo, idHi, want, result));
+      started = this.d.storage.submit!(maps.ranges, sc.sector * BLKIF_SECTOR_SIZE, false,
+        (result) => this.readJobDone(maps, idLo, idHi, want, result));
     } catch {
       // Refused before anything was queued: the synchronous path below meets the same refusal, and logs it.
     }
     if (!started) {
       this.asyncMaps.push(maps);
-      return this.io(read, sc.sector, nrSectors, true, null, maps);
+      return this.io(true, sc.sector, nrSectors, true, null, maps);
     }
-    this.countSectors(read, nrSectors);
+    this.countSectors(true, nrSectors);
     this.asyncIo++;
     return IN_FLIGHT;
   }
 
   /** A READ whose job is done (`result`: bytes, or a negative errno): released, answered, pushed. */
-  private asyncDone(maps: RequestMappings, op: number, idLo: number, idHi: number, want: number, result: number): void {
+  private readJobDone(maps: RequestMappings, idLo: number, idHi: number, want: number, result: number): void {
     maps.release();
     this.asyncMaps.push(maps);
     this.asyncIo--;
@@ -631,7 +631,7 @@ export class BlkifEngine {
     const dv = this.rspView;
     dv.setUint32(RSP_ID, idLo, true);
     dv.setUint32(RSP_ID + 4, idHi, true);
-    this.put(op, result === want ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
+    this.put(BLKIF_OP_READ, result === want ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
     this.push();
     if (this.asyncIo === 0 && this.discards === 0 && this.afterDiscards.length > 0) this.runWaiting(this.afterDiscards.splice(0));
   }

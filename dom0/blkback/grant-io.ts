@@ -56,8 +56,13 @@ export class RequestMappings {
   private segGref = new Uint32Array(16);
   private segFirst = new Uint8Array(16);
   private segLast = new Uint8Array(16);
-  /** The grefs of the request whose persistent mappings are held (PersistentGrants.hold) until `release`; heldN 0: none. */
-  private heldGref: Uint32Array = this.segGref;
+  /**
+   * The grefs of the request whose persistent mappings are held
+   * (PersistentGrants.hold) until `release`; heldN 0: none. Our own copy: a
+   * caller's arrays (the engine's indirect scratch) are reused by the next
+   * request before a READ out as a job is released.
+   */
+  private heldGref = new Uint32Array(16);
   private heldN = 0;
 
   constructor(
@@ -144,7 +149,9 @@ export class RequestMappings {
     if (persistent !== null) {
       // In use until `release` (Linux: active from get_persistent_gnt to put_persistent_gnt): no purge unmaps them meanwhile.
       persistent.hold(gref, n);
-      this.heldGref = gref;
+      if (this.heldGref.length < n) this.heldGref = new Uint32Array(Math.max(n, 2 * this.heldGref.length));
+      const held = this.heldGref;
+      for (let i = 0; i < n; i++) held[i] = gref[i]!;
       this.heldN = n;
     }
     // Segments whose data is adjacent in Dom0's memory make one range (a

@@ -1,8 +1,10 @@
 /**
- * blkback's large READs as host DMA jobs (engine.ts, hypervisor/vcpu/dma-jobs.ts),
+ * blkback's READs as host DMA jobs (engine.ts, hypervisor/vcpu/dma-jobs.ts),
  * against the fake frontend on a real temp file, with Dom0's polling loop:
  * which requests go out as jobs (INDIRECT READs of ASYNC_MIN_SECTORS and more,
- * ASYNC_DEPTH at a time) and which stay on Dom0's vCPU; a job's READ answered
+ * ASYNC_DEPTH at a time; direct READs, ASYNC_DIRECT_DEPTH at a time) and which
+ * stay on Dom0's vCPU; a job's grants held until it is answered, and no
+ * longer, the purge of persistent grants going on meanwhile; a job's READ answered
  * only once the job is done and reaped, with the right data, id and status;
  * Dom0 not blocking while one is out; a barrier waiting for it; disconnect
  * finishing it (run by Dom0 itself when no vCPU took it), never failing or
@@ -16,7 +18,7 @@ import {
 } from '../../../shared/abi/blkif.ts';
 import type { BlkifSegment } from '../../../shared/blkif/proto.ts';
 import { PAGE_SIZE } from '../../../shared/types.ts';
-import { ASYNC_MIN_SECTORS } from '../../../dom0/blkback/engine.ts';
+import { ASYNC_DIRECT_DEPTH, ASYNC_MIN_SECTORS } from '../../../dom0/blkback/engine.ts';
 import type { BlockStorage } from '../../../dom0/blkback/storage.ts';
 import { Dom0Loop } from '../../../dom0/loop.ts';
 import { dmaRunQueued } from '../../../hypervisor/vcpu/dma-jobs.ts';
@@ -76,6 +78,11 @@ function readPages(f: FakeBlkfront, pages: readonly FrontPage[], sectors: number
   return out;
 }
 
+/** A direct READ of whole `pages` at `sector`. */
+function direct(f: FakeBlkfront, id: bigint, sector: number, pages: readonly FrontPage[]): void {
+  f.put({ kind: 'rw', operation: BLKIF_OP_READ, nrSegments: pages.length, handle: 0, id, sector, segs: pages.map((p) => ({ gref: p.gref, firstSect: 0, lastSect: 7 })) });
+}
+
 const fileBytes = (from: number, len: number): Uint8Array => Uint8Array.from({ length: len }, (_, i) => byteAt(from + i));
 const ok = (id: bigint, operation = BLKIF_OP_READ) => ({ id, operation, status: BLKIF_RSP_OKAY });
 const queued = (tb: BlkTestbed): number => Atomics.load(tb.m.hv.g, G.DMA_QUEUED);
@@ -122,7 +129,7 @@ describe('blkback: large READs as host DMA jobs', () => {
     expect(tb.driver.pool.inUse).toBe(0);
   });
 
-  it('smaller READs, WRITEs of any size, and rings Dom0 does not poll stay on Dom0\'s vCPU', async () => {
+  it('smaller INDIRECT READs, WRITEs of any size, and rings Dom0 does not poll stay on Dom0\'s vCPU', async () => {
     const { tb, f, path } = await rig();
     const engine = tb.driver.device(f.domid, f.devid)!.engine!;
     const small = pagesFor(f, ASYNC_MIN_SECTORS - 1);
@@ -148,15 +155,18 @@ describe('blkback: large READs as host DMA jobs', () => {
     await plain.tb.unplug(plain.f.domid, plain.f.devid);
   });
 
-  it('xen_blkback.dma_jobs=0: large READs are served on Dom0\'s vCPU', async () => {
+  it('xen_blkback.dma_jobs=0: large and direct READs are served on Dom0\'s vCPU', async () => {
     const { tb, f } = await rig({ dmaJobs: false });
     const engine = tb.driver.device(f.domid, f.devid)!.engine!;
     const a = pagesFor(f, ASYNC_MIN_SECTORS);
     indirect(f, BLKIF_OP_READ, 1n, 0, a, ASYNC_MIN_SECTORS);
+    const p = f.page();
+    direct(f, 2n, 16, [p]);
     f.ring.pushRequestsAndCheckNotify();
-    expect(engine.poll()).toBe(1);
-    expect(f.responses()).toEqual([ok(1n)]);
+    expect(engine.poll()).toBe(2);
+    expect(f.responses()).toEqual([ok(1n), ok(2n)]);
     expect(queued(tb)).toBe(0);
+    expect(readPages(f, [p], 8)).toEqual(fileBytes(16 * SECTOR, PAGE_SIZE));
     await tb.unplug(f.domid, f.devid);
   });
 
@@ -205,6 +215,81 @@ describe('blkback: large READs as host DMA jobs', () => {
     const got = f.responses();
     await tb.until(() => { got.push(...f.responses()); return got.length >= 2; }, 'the barrier\'s answer');
     expect(got).toEqual([ok(1n), ok(2n, BLKIF_OP_WRITE_BARRIER)]);
+    await tb.unplug(f.domid, f.devid);
+  });
+
+  it('direct READs go out as jobs, ASYNC_DIRECT_DEPTH at a time, the rest served on Dom0\'s vCPU; each answered with its data once its job is run and reaped', async () => {
+    const { tb, f, before } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const n = ASYNC_DIRECT_DEPTH + 2;
+    // Request i reads 1 + (i % 3) pages at sector 24 * i (its data differs from every other's).
+    const pages = Array.from({ length: n }, (_, i) => pagesFor(f, 8 * (1 + (i % 3))));
+    pages.forEach((ps, i) => direct(f, BigInt(100 + i), 24 * i, ps));
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(n);
+    // The first ASYNC_DIRECT_DEPTH are out; the last two were served at once.
+    expect(queued(tb)).toBe(ASYNC_DIRECT_DEPTH);
+    expect(f.responses()).toEqual([ok(BigInt(100 + n - 2)), ok(BigInt(100 + n - 1))]);
+    for (let i = 0; i < n; i++) {
+      const out = i < ASYNC_DIRECT_DEPTH;
+      expect(readPages(f, pages[i]!, 8 * pages[i]!.length).every((x) => x === 0xee)).toBe(out);
+    }
+    expect(engine.counters.rdReq).toBe(n);
+    expect(engine.counters.rdSect).toBe(pages.reduce((k, ps) => k + 8 * ps.length, 0));
+    // The frontend's vCPU runs three of them; Dom0's next look answers just those, in the order they finished.
+    for (let k = 0; k < 3; k++) expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+    expect(engine.poll()).toBe(3);
+    const first = f.responses();
+    expect(first.map((r) => r.status)).toEqual([BLKIF_RSP_OKAY, BLKIF_RSP_OKAY, BLKIF_RSP_OKAY]);
+    // The rest: run by Dom0 at disconnect, answered OKAY, never failed.
+    await tb.unplug(f.domid, f.devid);
+    const all = [...first, ...f.responses()];
+    expect(all.map((r) => r.id).sort((x, y) => Number(x - y))).toEqual(Array.from({ length: ASYNC_DIRECT_DEPTH }, (_, i) => BigInt(100 + i)));
+    expect(all.every((r) => r.status === BLKIF_RSP_OKAY && r.operation === BLKIF_OP_READ)).toBe(true);
+    pages.forEach((ps, i) => expect(readPages(f, ps, 8 * ps.length)).toEqual(fileBytes(24 * i * SECTOR, ps.length * PAGE_SIZE)));
+    expect(queued(tb)).toBe(0);
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+  });
+
+  it('a job\'s persistent grants are in use until its READ is answered, and no longer: the purge goes on meanwhile and leaves them, and later removes them once unused', async () => {
+    const clock = { t: 1_000_000 };
+    const { tb, f } = await rig({ now: () => clock.t, persistentGrantUnusedSeconds: 60 });
+    const dev = tb.driver.device(f.domid, f.devid)!;
+    const engine = dev.engine!;
+    const n = ASYNC_MIN_SECTORS;
+    const a = pagesFor(f, n);
+    const b = pagesFor(f, n);
+    // A goes out as a job; B, on other pages, is served on Dom0's vCPU after it.
+    indirect(f, BLKIF_OP_READ, 1n, 0, a, n);
+    indirect(f, BLKIF_OP_READ, 2n, n, b, n);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(2);
+    expect(f.responses()).toEqual([ok(2n)]);
+    const kept = (ps: readonly FrontPage[]): boolean[] => ps.map((p) => dev.hasPersistentGrant(p.gref));
+    expect(kept([...a, ...b]).every(Boolean)).toBe(true);
+    // 61 s later a WRITE's batch runs the purge: B's grants (unused) go; A's, under its job, stay.
+    clock.t += 61_000;
+    const w = f.page();
+    f.put({ kind: 'rw', operation: BLKIF_OP_WRITE, nrSegments: 1, handle: 0, id: 3n, sector: 4 * n, segs: [{ gref: w.gref, firstSect: 0, lastSect: 7 }] });
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(3n, BLKIF_OP_WRITE)]);
+    expect(kept(b).some(Boolean)).toBe(false);
+    expect(kept(a).every(Boolean)).toBe(true);
+    // A's job runs (into pages still mapped) and is answered; its grants' last use is now.
+    expect(dmaRunQueued(tb.m.hv, f.v.ctx.slot, 0)).toBe(true);
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(1n)]);
+    expect(readPages(f, a, n)).toEqual(fileBytes(0, n * SECTOR));
+    // 61 s after that, no longer in use: the next purge removes them too.
+    clock.t += 61_000;
+    f.put({ kind: 'rw', operation: BLKIF_OP_WRITE, nrSegments: 1, handle: 0, id: 4n, sector: 4 * n, segs: [{ gref: w.gref, firstSect: 0, lastSect: 7 }] });
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(4n, BLKIF_OP_WRITE)]);
+    expect(kept(a).some(Boolean)).toBe(false);
+    expect(engine.stats.errors).toBe(0);
     await tb.unplug(f.domid, f.devid);
   });
 

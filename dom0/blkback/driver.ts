@@ -78,7 +78,7 @@ export interface BlkbackOptions {
    * xen_blkback.max_queues; default 1, the number of Dom0's vCPUs).
    */
   readonly maxQueues?: number;
-  /** Large READs out as host DMA jobs (BlkbackFeatures.dmaJobs; default true). */
+  /** READs out as host DMA jobs (BlkbackFeatures.dmaJobs; default true). */
   readonly dmaJobs?: boolean;
   /** Dom0's clock in ms (persistent grants' last use and purge); default performance.now. Tests drive it. */
   readonly now?: () => number;

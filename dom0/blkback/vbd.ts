@@ -63,7 +63,7 @@ export interface BlkbackFeatures {
    */
   readonly maxQueues: number;
   /**
-   * Large READs become host DMA jobs (BlkifEngine, ASYNC_MIN_SECTORS) on
+   * READs become host DMA jobs (BlkifEngine: ASYNC_MIN_SECTORS, ASYNC_DIRECT_DEPTH) on
    * rings Dom0 polls (`addPoller`); ours, `xen_blkback.dma_jobs` (default true).
    */
   readonly dmaJobs: boolean;

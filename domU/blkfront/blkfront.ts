@@ -256,7 +256,7 @@ export class BlockFront {
       throw new BlkfrontError('range', `allocBuffer: ${bytes} bytes is not a positive multiple of ${PAGE_SIZE}`);
     }
     const xen = this.a.ev.xen;
-    const buf = new BlkBuffer(xen.k.mem, xen.allocGfnRun(bytes / PAGE_SIZE));
+    const buf = new BlkBuffer(xen.k.mem, xen.allocGfnRun(bytes / PAGE_SIZE), this);
     this.buffers.add(buf);
     return buf;
   }
@@ -272,6 +272,7 @@ export class BlockFront {
     if (!this.buffers.has(buf)) throw new Error('freeBuffer: not a buffer of this device, or freed already');
     if (buf.pending > 0) throw new Error(`freeBuffer: ${buf.pending} I/O(s) on the buffer still pending`);
     this.buffers.delete(buf);
+    buf.disown(this);
     buf.freed = true;
     this.pages.freeBufferPages(buf.pages);
   }
@@ -329,7 +330,7 @@ export class BlockFront {
   private pagesCount(kind: 'read' | 'write', buf: BlkBuffer, offset: number, count: number | undefined): number | BlkfrontError {
     const what = kind === 'read' ? 'readPages' : 'writePages';
     if (kind === 'write' && this.diskInfo?.readOnly) return new BlkfrontError('unsupported', 'writePages: the disk is read-only');
-    if (!this.buffers.has(buf)) return new BlkfrontError('range', `${what}: not a buffer of this device, or freed`);
+    if (!BlkBuffer.isOf(buf, this)) return new BlkfrontError('range', `${what}: not a buffer of this device, or freed`);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset % PAGE_SIZE !== 0 || offset >= buf.bytes) {
       return new BlkfrontError('range', `${what}: offset ${offset} is not a multiple of ${PAGE_SIZE} inside the ${buf.bytes}-byte buffer`);
     }

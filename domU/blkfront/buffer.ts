@@ -23,11 +23,28 @@ export class BlkBuffer {
   pending = 0;
   /** Freed (BlockFront.freeBuffer): its pages may belong to someone else now. */
   freed = false;
+  /** The device that allocated it, until freed (see `isOf`): a private field, so no other code can set it. */
+  #owner: object | undefined;
 
-  /** `gfns`: the buffer's pages, in order (owned by the buffer until freed). */
-  constructor(private readonly mem: GuestMemory, gfns: readonly number[]) {
+  /** `gfns`: the buffer's pages, in order (owned by the buffer until freed); `owner`: the allocating device. */
+  constructor(private readonly mem: GuestMemory, gfns: readonly number[], owner?: object) {
+    this.#owner = owner;
     this.pages = gfns.map((gfn) => ({ gfn, gpa: gfn * PAGE_SIZE, persistent: undefined, stuck: 0, freed: false }));
     this.contiguous = gfns.every((g, i) => g === gfns[0]! + i);
+  }
+
+  /**
+   * Is `buf` a BlkBuffer allocated by `owner` and not freed since? (The
+   * device's check on every readPages/writePages: a brand check and a
+   * compare, where a set of its buffers cost a hash lookup per I/O.)
+   */
+  static isOf(buf: unknown, owner: object): boolean {
+    return typeof buf === 'object' && buf !== null && #owner in buf && buf.#owner === owner;
+  }
+
+  /** The buffer is no longer `owner`'s (freed): isOf is false from now on. */
+  disown(owner: object): void {
+    if (this.#owner === owner) this.#owner = undefined;
   }
 
   /** Size in bytes (a whole number of pages). */

@@ -22,17 +22,35 @@ export const u64Text = (lo: number, hi: number): string => ((BigInt(hi >>> 0) <<
  * in place: one buffer, reused (no allocation per response).
  */
 export class ResponseCopy {
-  private readonly rspBuf = new Uint8Array(BLKIF_RESPONSE.size);
-  private readonly rspView = new DataView(this.rspBuf.buffer);
+  private buf = new Uint8Array(0);
+  private view = new DataView(this.buf.buffer);
+  /** Where the response being looked at starts in `buf`, and the ring's entry size. */
+  private at = 0;
+  private entrySize = 0;
 
-  /** Copy the next response out of its slot (the caller knows one is there); the slot is not read again. */
-  take(ring: BlkRing): void { ring.front.takeResponseInto(this.rspBuf); }
+  /**
+   * Copy the next `n` responses out of their slots (the caller knows they are
+   * there) in one go; the slots are not read again. Then `select(i)` each.
+   */
+  takeBatch(ring: BlkRing, n: number): void {
+    const es = ring.front.entrySize;
+    const need = ring.front.size * es;
+    if (this.buf.length < need) {
+      this.buf = new Uint8Array(need);
+      this.view = new DataView(this.buf.buffer);
+    }
+    this.entrySize = es;
+    ring.front.takeResponsesInto(this.buf, n);
+    this.at = 0;
+  }
+  /** Look at the i-th response of the batch taken last. */
+  select(i: number): void { this.at = i * this.entrySize; }
   /** The u64 id's low word. */
-  get id(): number { return this.rspView.getUint32(RS.id.offset, true); }
+  get id(): number { return this.view.getUint32(this.at + RS.id.offset, true); }
   /** The u64 id's high word. */
-  get idHigh(): number { return this.rspView.getUint32(RS.id.offset + 4, true); }
-  get operation(): number { return this.rspView.getUint8(RS.operation.offset); }
-  get status(): number { return this.rspView.getInt16(RS.status.offset, true); }
+  get idHigh(): number { return this.view.getUint32(this.at + RS.id.offset + 4, true); }
+  get operation(): number { return this.view.getUint8(this.at + RS.operation.offset); }
+  get status(): number { return this.view.getInt16(this.at + RS.status.offset, true); }
 }
 
 /**

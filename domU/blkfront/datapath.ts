@@ -178,9 +178,10 @@ export class BlkDataPath {
       }
       if (n === 0) return;
       const rsp = this.rsp;
+      // Copy, then validate, then act: the n slots are copied out at once and not read again.
+      rsp.takeBatch(ring, n);
       for (let i = 0; i < n; i++) {
-        // Copy, then validate, then act: the slot is not read again.
-        rsp.take(ring);
+        rsp.select(i);
         this.stats.responses++;
         if (!this.complete(ring, rsp.id, rsp.idHigh, rsp.operation, rsp.status)) return;
       }

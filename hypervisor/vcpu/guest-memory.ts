@@ -95,8 +95,37 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
       if (ma < 0) throw new GuestFault(gpa + done, false);
     }
   };
+  // write's word copies: an Int32Array over the last source that took one.
+  let wordSrc: Uint8Array | null = null;
+  let wordSrc32: Int32Array<ArrayBufferLike> = new Int32Array(0);
+  /**
+   * GuestMemory.write. Pieces of 17..WORD_COPY_MAX bytes within one page go
+   * word by word when source, destination and length are 4-byte aligned (a
+   * ring entry: cheaper than the view `set` needs), the word view of the last
+   * source kept as readInto keeps its destination's; others by copyToGuest.
+   */
   const write = (gpa: number, data: Uint8Array): void => {
     if (!(data instanceof Uint8Array)) throw new TypeError('guest memory write needs a Uint8Array');
+    const len = data.length;
+    if (len > 16 && len <= WORD_COPY_MAX && ((gpa | len | data.byteOffset) & 3) === 0 && Number.isSafeInteger(gpa) && gpa >= 0 &&
+        (gpa % PAGE_SIZE) + len <= PAGE_SIZE) {
+      const ma = gpaToMachine(hv, slot, gpa, true);
+      if (ma < 0) throw new GuestFault(gpa, true);
+      if ((ma & 3) !== 0) {
+        hv.mem8.set(data, ma);
+        return;
+      }
+      // (The length too: a view over a resizable buffer can change it.)
+      if (data !== wordSrc || wordSrc32.length !== len >> 2) {
+        wordSrc = data;
+        wordSrc32 = new Int32Array(data.buffer, data.byteOffset, len >> 2);
+      }
+      const s = wordSrc32;
+      const d = ma >> 2;
+      const words = len >> 2;
+      for (let i = 0; i < words; i++) mem32[d + i] = s[i]!;
+      return;
+    }
     if (!copyToGuest(hv, slot, gpa, data)) throw new GuestFault(gpa, true);
   };
   const readN = (gpa: number, n: number): DataView => {

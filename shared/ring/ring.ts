@@ -103,6 +103,25 @@ abstract class RingEnd {
     else dst.set(this.mem.read(at, dst.length));
     return dst;
   }
+  /**
+   * Copy the `n` (<= size) entries from free-running index `idx` on, slot
+   * by slot in index order, into the caller's private buffer `dst` (n *
+   * entrySize bytes): at most two reads, the second after the ring wraps.
+   */
+  copyEntriesInto(idx: number, n: number, dst: Uint8Array): void {
+    const es = this.entrySize;
+    if (!Number.isInteger(n) || n < 0 || n > this.size || dst.length < n * es) {
+      throw new RangeError(`${n} entries of ${es} bytes into ${dst.length} bytes (ring of ${this.size})`);
+    }
+    const first = idx & this.mask;
+    const k = Math.min(n, this.size - first);
+    this.readRun(this.slotAddr(idx), k * es === dst.length ? dst : dst.subarray(0, k * es));
+    if (k < n) this.readRun(this.slotAddr(0), dst.subarray(k * es, n * es));
+  }
+  private readRun(at: number, dst: Uint8Array): void {
+    if (this.mem.readInto) this.mem.readInto(at, dst);
+    else dst.set(this.mem.read(at, dst.length));
+  }
   /** Write `data` (at most one entry) into the slot of `idx`. */
   writeEntry(idx: number, data: Uint8Array): void {
     if (data.length > this.entrySize) throw new RangeError(`${data.length}-byte entry in a ring of ${this.entrySize}-byte entries`);
@@ -210,6 +229,17 @@ export class FrontRing extends RingEnd {
     const b = this.copyEntry(this.rspCons, len);
     this.rspCons = (this.rspCons + 1) >>> 0;
     return b;
+  }
+
+  /**
+   * Copy the next `n` responses (n <= unconsumedResponses(): the caller
+   * looked) into `dst`, whole entries one after another (copyEntriesInto),
+   * and advance rsp_cons past them: one copy for a batch, where one per
+   * response cost a guest-memory call each.
+   */
+  takeResponsesInto(dst: Uint8Array, n: number): void {
+    this.copyEntriesInto(this.rspCons, n, dst);
+    this.rspCons = (this.rspCons + n) >>> 0;
   }
 
   /** Copy the next response into `dst` (a private buffer) and advance rsp_cons. */

@@ -13,7 +13,7 @@ const F = SRING_HEADER.fields;
 export class FlatRingMemory implements RingMemory {
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
-  /** Once set, entry reads and writes must each lie within one entry slot (never the header). */
+  /** Once set, entry reads and writes must each lie within one entry slot, or cover whole slots (never the header). */
   private entries: { start: number; entrySize: number } | undefined;
   constructor(readonly base: number, length: number) {
     this.bytes = new Uint8Array(length);
@@ -28,9 +28,12 @@ export class FlatRingMemory implements RingMemory {
     const e = this.entries;
     if (e === undefined) return;
     const off = gpa - this.base - e.start;
-    if (off < 0 || off % e.entrySize !== 0 || len > e.entrySize) throw new Error(`entry access at 0x${gpa.toString(16)} (+${len}) is not within one entry slot`);
+    // One slot, or a run of whole slots (a batch copy: FrontRing.takeResponsesInto).
+    if (off < 0 || off % e.entrySize !== 0 || (len > e.entrySize && len % e.entrySize !== 0)) {
+      throw new Error(`entry access at 0x${gpa.toString(16)} (+${len}) is not within one entry slot or a run of whole slots`);
+    }
   }
-  /** From now on, fault any read or write (not an index load/store) that is not within one entry slot. */
+  /** From now on, fault any read or write (not an index load/store) that is not within one entry slot or a run of whole slots. */
   restrictToEntries(start: number, entrySize: number): void { this.entries = { start, entrySize }; }
   read(gpa: number, len: number): Uint8Array { const o = this.at(gpa, len); this.inSlot(gpa, len); return this.bytes.slice(o, o + len); }
   write(gpa: number, data: Uint8Array): void { const o = this.at(gpa, data.length); this.inSlot(gpa, data.length); this.bytes.set(data, o); }

@@ -431,6 +431,12 @@ describe('blkfront zero-copy buffers: completion callbacks (queuePages)', () => 
     const other = dev.allocBuffer(PAGE);
     dev.freeBuffer(other);
     expect(dev.queuePages('read', 0, other, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
+    // Its `freed` flag set back by the caller, a copy of a live buffer's fields, an object of the class never allocated: all refused.
+    other.freed = false;
+    expect(dev.queuePages('read', 0, other, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
+    const lookalike = { ...buf, pages: buf.pages, bytes: buf.bytes } as unknown as typeof buf;
+    expect(dev.queuePages('read', 0, lookalike, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
+    expect(dev.queuePages('read', 0, Object.create(Object.getPrototypeOf(buf)) as typeof buf, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
     expect(dev.inFlight + dev.queued).toBe(0);
     expect(t.back.seen).toHaveLength(0);
     t.back.misbehave.status = () => -1; // BLKIF_RSP_ERROR

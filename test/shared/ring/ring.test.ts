@@ -118,6 +118,29 @@ describe('slot addressing (RING_GET_REQUEST / RING_GET_RESPONSE)', () => {
     expect(copy).toEqual(payload(7, REQ));
     expect(() => front.writeEntry(0, new Uint8Array(ENTRY + 1))).toThrow(RangeError);
   });
+
+  it('property: takeResponsesInto copies the next n slots in index order, across the ring\'s end and 2^32, as n copyEntryInto calls would; rsp_cons moves by n; more than the ring, or a short buffer, is refused with nothing copied', () => {
+    fc.assert(fc.property(ringSizes, anyStart, fc.nat(), (size, start, k) => {
+      const { mem, g, front } = pair(start, size);
+      // Every slot holds its own pattern (the whole entry, so misplaced bytes show).
+      for (let i = 0; i < size; i++) mem.write(g.base + HDR + i * ENTRY, Uint8Array.from({ length: ENTRY }, (_, b) => (i * 31 + b * 7 + 1) & 0xff));
+      const n = k % (size + 1);
+      const one = new Uint8Array(ENTRY);
+      const want = new Uint8Array(n * ENTRY);
+      for (let i = 0; i < n; i++) want.set(front.copyEntryInto(u32(start + i), one), i * ENTRY);
+      const dst = new Uint8Array(size * ENTRY + 3).fill(0xee);
+      front.takeResponsesInto(dst, n);
+      expect(dst.subarray(0, n * ENTRY)).toEqual(want);
+      expect(dst.subarray(n * ENTRY).every((b) => b === 0xee)).toBe(true);
+      expect(front.rspCons).toBe(u32(start + n));
+      // Refused: one more than the ring holds; a buffer one byte short.
+      const short = new Uint8Array(Math.max(0, n * ENTRY - 1)).fill(0xee);
+      expect(() => front.takeResponsesInto(dst, size + 1)).toThrow(RangeError);
+      if (n > 0) expect(() => front.takeResponsesInto(short, n)).toThrow(RangeError);
+      expect(short.every((b) => b === 0xee)).toBe(true);
+      expect(front.rspCons).toBe(u32(start + n));
+    }), { numRuns: 300 });
+  });
 });
 
 describe('RING_FREE_REQUESTS and RING_FULL', () => {

@@ -121,13 +121,13 @@ interface Paired {
  * seconds apart are not moved by it, so the median of these ratios is the
  * figure least disturbed by when each part happened to run.
  */
-async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[]): Promise<Paired[]> {
-  const bases: number[][] = [baseline()];
+async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[] | Promise<number[]>): Promise<Paired[]> {
+  const bases: number[][] = [await baseline()];
   const rates: number[][] = o.tests.map(() => []);
   for (let i = 0; i < RUNS; i++) {
     const figs = await guestRunOnce(o, disk);
     figs.forEach((g, t) => rates[t]!.push(g.t.startsWith('seq') ? mibps(g) : perSec(g)));
-    bases.push(baseline());
+    bases.push(await baseline());
   }
   return o.tests.map((_, t) => {
     const b = bases.map((x) => x[t]!);
@@ -417,10 +417,17 @@ export async function benchBlk(): Promise<string> {
     const fsSeqRead4k = Math.max(fsSeqRead4kA, fsSeqBest(img4k, false, SEQ_RUN_MS).best);
     const fsSeqWrite4k = Math.max(fsSeqWrite4kA, fsSeqBest(img4k, true, SEQ_RUN_MS).best);
 
-    const pairedRow = (test: string, p: Paired, f: (x: number) => string, target: number): string[] => [
-      test, p.rates.map(f).join(', '), p.bases.map(f).join(', '), p.ratios.map(pct).join(', '), pct(p.median), `>= ${pct(target)}`, verdict(p.median >= target),
+    const pairedRow = (test: string, p: Paired, f: (x: number) => string, target: number, r: (x: number) => string = pct): string[] => [
+      test, p.rates.map(f).join(', '), p.bases.map(f).join(', '), p.ratios.map(r).join(', '), r(p.median), `>= ${r(target)}`, verdict(p.median >= target),
     ];
+    const times = (x: number): string => `${x.toFixed(2)}x`;
+    // The null targets the same way, each run between two MessagePort measurements at its depth.
+    const portAt = (depth: number) => async (): Promise<number[]> => [(await messagePortRate(150_000, depth, 112)).reqPerSec];
+    const pairedNull0 = (await pairedRun({ ...nullOpts, order: 0, qd: 0 }, nullDisk, portAt(32)))[0]!;
+    const pairedNull2 = (await pairedRun({ ...nullOpts, order: 2, qd: 0 }, nullDisk, portAt(128)))[0]!;
     const pairedRows = [
+      pairedRow('null backend, ring order 0, QD 32, against MessagePort with 32 in flight', pairedNull0, fmtK, 10, times),
+      pairedRow('null backend, ring order 2, QD 128, against MessagePort with 128 in flight', pairedNull2, fmtK, 10, times),
       pairedRow('4 KiB random reads, QD 32, zero-copy, persistent grants, ring order 0', pairedRand, fmtK, 0.7),
       pairedRow(`1 MiB sequential read, ${SEQ_INFLIGHT} in flight, zero-copy, 256 indirect segments, persistent grants`, pairedRd!, fmtM, 0.8),
       pairedRow(`1 MiB sequential write, ${SEQ_INFLIGHT} in flight, zero-copy, 256 indirect segments, persistent grants`, pairedWr!, fmtM, 0.8),
@@ -597,11 +604,12 @@ ${fmtM(seqReadBase.best)} at the start, ${fmtM(fsSeqRead2)} at the end, ${fmtM(f
 ${fmtM(seqWriteBase.best)}, ${fmtM(fsSeqWrite2)}, ${fmtM(fsSeqWriteQd)} (the host's page cache and writeback move them by tens
 of % within a run).
 
-### 3b. The file targets, each run between two baselines
+### 3b. The targets, each run between two baselines
 
-The best configuration of sections 2 and 3 again, ${RUNS} more runs, with the fs loop
-(the same as above: 4 KiB random readSync; 1 MiB readSync/writeSync, best of four
-buffer placements) measured just before each run and after the last. Each run is
+The target configurations of sections 1, 2 and 3 again, ${RUNS} more runs each, with the
+baseline (MessagePort request/response at the same depth; the fs loop, the same as above:
+4 KiB random readSync, 1 MiB readSync/writeSync, best of four buffer placements)
+measured just before each run and after the last. Each run is
 compared with the mean of the baselines on either side of it, seconds apart; the figure
 is the median of those ratios. The tables above compare the median run with the
 fastest baseline of the whole run instead, minutes away from it: the stricter figure

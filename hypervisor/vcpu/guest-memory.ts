@@ -11,6 +11,21 @@ import type { HvState } from '../state.ts';
 /** readInto copies pieces up to this many bytes by words (see there). */
 const WORD_COPY_MAX = 256;
 
+/** An Int32Array over the last byte array asked for, made again only for another array (or another length). */
+class WordViewCache {
+  private u8: Uint8Array | null = null;
+  private view: Int32Array<ArrayBufferLike> = new Int32Array(0);
+  /** `u8`'s whole 4-byte words (its byteOffset a multiple of 4). */
+  of(u8: Uint8Array): Int32Array<ArrayBufferLike> {
+    // (The length too: a view over a resizable buffer can change it.)
+    if (u8 !== this.u8 || this.view.length !== u8.length >> 2) {
+      this.u8 = u8;
+      this.view = new Int32Array(u8.buffer, u8.byteOffset, u8.length >> 2);
+    }
+    return this.view;
+  }
+}
+
 export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   const scratch = new DataView(new ArrayBuffer(8));
   const mem16 = new Uint16Array(hv.mem8.buffer, hv.mem8.byteOffset, hv.mem8.byteLength / 2);
@@ -44,9 +59,9 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
   };
   const mem8 = hv.mem8;
   const mem32 = hv.mem32;
-  // readInto's word copies: an Int32Array over the last destination that took one.
-  let wordDst: Uint8Array | null = null;
-  let wordDst32: Int32Array<ArrayBufferLike> = new Int32Array(0);
+  // readInto's and write's word copies: a view of the last destination (source) that took one.
+  const wordDst = new WordViewCache();
+  const wordSrc = new WordViewCache();
   /**
    * GuestMemory.readInto: copies page by page. Short pieces go byte by byte,
    * and pieces up to WORD_COPY_MAX bytes word by word when source, destination
@@ -75,12 +90,7 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
       if (n <= 16) {
         for (let i = 0; i < n; i++) dst[done + i] = mem8[ma + i];
       } else if (n <= WORD_COPY_MAX && ((ma | done | n | dst.byteOffset) & 3) === 0) {
-        // (The length too: a view over a resizable buffer can change it.)
-        if (dst !== wordDst || wordDst32.length !== len >> 2) {
-          wordDst = dst;
-          wordDst32 = new Int32Array(dst.buffer, dst.byteOffset, len >> 2);
-        }
-        const d = wordDst32;
+        const d = wordDst.of(dst);
         const s = ma >> 2;
         const o = done >> 2;
         const words = n >> 2;
@@ -95,9 +105,6 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
       if (ma < 0) throw new GuestFault(gpa + done, false);
     }
   };
-  // write's word copies: an Int32Array over the last source that took one.
-  let wordSrc: Uint8Array | null = null;
-  let wordSrc32: Int32Array<ArrayBufferLike> = new Int32Array(0);
   /**
    * GuestMemory.write. Pieces of 17..WORD_COPY_MAX bytes within one page go
    * word by word when source, destination and length are 4-byte aligned (a
@@ -115,12 +122,7 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
         hv.mem8.set(data, ma);
         return;
       }
-      // (The length too: a view over a resizable buffer can change it.)
-      if (data !== wordSrc || wordSrc32.length !== len >> 2) {
-        wordSrc = data;
-        wordSrc32 = new Int32Array(data.buffer, data.byteOffset, len >> 2);
-      }
-      const s = wordSrc32;
+      const s = wordSrc.of(data);
       const d = ma >> 2;
       const words = len >> 2;
       for (let i = 0; i < words; i++) mem32[d + i] = s[i]!;

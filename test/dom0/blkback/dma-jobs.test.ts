@@ -87,7 +87,7 @@ const fileBytes = (from: number, len: number): Uint8Array => Uint8Array.from({ l
 const ok = (id: bigint, operation = BLKIF_OP_READ) => ({ id, operation, status: BLKIF_RSP_OKAY });
 const queued = (tb: BlkTestbed): number => Atomics.load(tb.m.hv.g, G.DMA_QUEUED);
 
-describe('blkback: large READs as host DMA jobs', () => {
+describe('blkback: READs as host DMA jobs', () => {
   it('a large READ goes out as a job and is answered once the job is done and reaped; the next large one meanwhile is served on Dom0\'s vCPU', async () => {
     const { tb, f, before } = await rig();
     const engine = tb.driver.device(f.domid, f.devid)!.engine!;

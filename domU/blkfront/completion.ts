@@ -18,8 +18,9 @@ const RS = BLKIF_RESPONSE.fields;
 export const u64Text = (lo: number, hi: number): string => ((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0)).toString();
 
 /**
- * Our private copy of the last response taken (struct blkif_response), read
- * in place: one buffer, reused (no allocation per response).
+ * Our private copy of the last batch of responses taken (whole ring entries,
+ * each starting with a struct blkif_response), read in place: one buffer,
+ * reused (no allocation per response).
  */
 export class ResponseCopy {
   private buf = new Uint8Array(0);

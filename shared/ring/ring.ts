@@ -98,9 +98,7 @@ abstract class RingEnd {
   /** Copy the first `dst.length` bytes of the entry at `idx` into the caller's private buffer. */
   copyEntryInto(idx: number, dst: Uint8Array): Uint8Array {
     if (dst.length > this.entrySize) throw new RangeError(`${dst.length}-byte copy of a ${this.entrySize}-byte entry`);
-    const at = this.slotAddr(idx);
-    if (this.mem.readInto) this.mem.readInto(at, dst);
-    else dst.set(this.mem.read(at, dst.length));
+    this.readRun(this.slotAddr(idx), dst);
     return dst;
   }
   /**
@@ -118,6 +116,7 @@ abstract class RingEnd {
     this.readRun(this.slotAddr(idx), k * es === dst.length ? dst : dst.subarray(0, k * es));
     if (k < n) this.readRun(this.slotAddr(0), dst.subarray(k * es, n * es));
   }
+  /** Fill `dst` from `at` on (readInto where the memory has it). */
   private readRun(at: number, dst: Uint8Array): void {
     if (this.mem.readInto) this.mem.readInto(at, dst);
     else dst.set(this.mem.read(at, dst.length));

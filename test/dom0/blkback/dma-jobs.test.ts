@@ -22,7 +22,7 @@ import { ASYNC_DIRECT_DEPTH, ASYNC_MIN_SECTORS } from '../../../dom0/blkback/eng
 import type { BlockStorage } from '../../../dom0/blkback/storage.ts';
 import { Dom0Loop } from '../../../dom0/loop.ts';
 import { dmaRunQueued } from '../../../hypervisor/vcpu/dma-jobs.ts';
-import { G } from '../../../hypervisor/state.ts';
+import { DJ, DJS_FILLING, DJS_FREE, DMA_SLOTS, G } from '../../../hypervisor/state.ts';
 import { BlkTestbed, FakeBlkfront, type FrontPage } from '../../helpers/fake-blkfront.ts';
 import { tempDisk } from '../../helpers/temp-disk.ts';
 
@@ -248,6 +248,38 @@ describe('blkback: READs as host DMA jobs', () => {
     expect(all.every((r) => r.status === BLKIF_RSP_OKAY && r.operation === BLKIF_OP_READ)).toBe(true);
     pages.forEach((ps, i) => expect(readPages(f, ps, 8 * ps.length)).toEqual(fileBytes(24 * i * SECTOR, ps.length * PAGE_SIZE)));
     expect(queued(tb)).toBe(0);
+    expect(tb.dom0Resources()).toEqual(before);
+    expect(tb.driver.pool.inUse).toBe(0);
+  });
+
+  it('with every host job slot taken (by other owners), direct and large READs are served on Dom0\'s vCPU at once, with their data; once slots are free, READs go out as jobs again', async () => {
+    const { tb, f, before } = await rig();
+    const engine = tb.driver.device(f.domid, f.devid)!.engine!;
+    const hv = tb.m.hv;
+    // Every slot reserved, as an owner filling it would have it: no job can be queued.
+    const reserve = (state: number): void => { for (let i = 0; i < DMA_SLOTS; i++) Atomics.store(hv.dmaJob, i * DJ.WORDS + DJ.STATE, state); };
+    reserve(DJS_FILLING);
+    const p = pagesFor(f, 8);
+    const big = pagesFor(f, ASYNC_MIN_SECTORS);
+    direct(f, 1n, 40, p);
+    indirect(f, BLKIF_OP_READ, 2n, 512, big, ASYNC_MIN_SECTORS);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(2);
+    expect(f.responses()).toEqual([ok(1n), ok(2n)]);
+    expect(readPages(f, p, 8)).toEqual(fileBytes(40 * SECTOR, PAGE_SIZE));
+    expect(readPages(f, big, ASYNC_MIN_SECTORS)).toEqual(fileBytes(512 * SECTOR, ASYNC_MIN_SECTORS * SECTOR));
+    expect(queued(tb)).toBe(0);
+    reserve(DJS_FREE);
+    direct(f, 3n, 48, p);
+    f.ring.pushRequestsAndCheckNotify();
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([]);
+    expect(queued(tb)).toBe(1);
+    expect(dmaRunQueued(hv, f.v.ctx.slot, 0)).toBe(true);
+    expect(engine.poll()).toBe(1);
+    expect(f.responses()).toEqual([ok(3n)]);
+    expect(readPages(f, p, 8)).toEqual(fileBytes(48 * SECTOR, PAGE_SIZE));
+    await tb.unplug(f.domid, f.devid);
     expect(tb.dom0Resources()).toEqual(before);
     expect(tb.driver.pool.inUse).toBe(0);
   });

@@ -41,7 +41,7 @@ import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { GNTST_okay } from '../../shared/abi/grant-table.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { GfnPool } from './gfn-pool.ts';
-import { choosePurge, PERSISTENT_GRANT_UNUSED_SECONDS, type PurgeCandidate } from './purge.ts';
+import { choosePurge, PERSISTENT_GRANT_UNUSED_SECONDS, purgeTarget, timedOut, type PurgeCandidate } from './purge.ts';
 
 /** Linux blkback's max_persistent_grants default. */
 export const MAX_PERSISTENT_GRANTS = 1056;
@@ -273,6 +273,10 @@ export class PersistentGrants {
    */
   purge(gt: GrantTable, pool: GfnPool, now: number): number {
     if (this.all.size === 0) return 0;
+    // The usual case, every LRU_INTERVAL_MS under I/O: no share to clean and nothing
+    // timed out, so choosePurge would remove nothing. Seen from the typed arrays
+    // without making a candidate per grant (~1 ms for a full set, measured).
+    if (purgeTarget(this.all.size, this.max, this.overflow) === 0 && !this.anyTimedOut(now)) return 0;
     const c = choosePurge(this.candidates(), { max: this.max, overflow: this.overflow, now, unusedSeconds: this.unusedSeconds });
     if (c.clearOverflow) this.overflow = false;
     if (c.remove.length === 0) return 0;
@@ -293,6 +297,19 @@ export class PersistentGrants {
     }
     this.unmap(gt, pool, gone);
     return gone.length;
+  }
+
+  /** Is any grant not in use unused for unusedSeconds at `now` (timedOut)? */
+  private anyTimedOut(now: number): boolean {
+    if (this.unusedSeconds <= 0) return false;
+    const near = this.nearGfn;
+    const used = this.nearUsed;
+    const act = this.nearActive;
+    for (let g = 0; g < this.nearCap; g++) {
+      if (near[g] !== 0 && act[g] === 0 && timedOut(used[g]!, now, this.unusedSeconds)) return true;
+    }
+    for (const k of this.far.values()) if (k.active === 0 && timedOut(k.lastUsed, now, this.unusedSeconds)) return true;
+    return false;
   }
 
   /** Unmap all (one batch) and give their gfns back. Returns how many failed to unmap (kept out of the pool). */

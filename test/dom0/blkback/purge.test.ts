@@ -166,6 +166,38 @@ describe('PersistentGrants.purge', () => {
     expect(pool.inUse).toBe(0);
   });
 
+  it('property: purge removes exactly what choosePurge picks from candidates() (near and far grefs, held ones, timeouts, overflow; the shortcut when nothing is due included)', () => {
+    fc.assert(fc.property(
+      fc.integer({ min: 1, max: 40 }), fc.constantFrom(0, 1, 60),
+      fc.array(fc.record({ gref: fc.oneof(fc.integer({ min: 0, max: 300 }), fc.integer({ min: 70_000, max: 70_100 })), dt: fc.integer({ min: 0, max: 90_000 }), hold: fc.boolean() }), { maxLength: 60 }),
+      fc.integer({ min: 0, max: 200_000 }),
+      (max, unused, ops, later) => {
+        const pool = new GfnPool(0, 4096);
+        const pg = new PersistentGrants(max, unused);
+        const { gt } = stubGt();
+        const held: number[] = [];
+        let t = 1_000;
+        for (const o of ops) {
+          t += o.dt;
+          pg.now = t;
+          if (!pg.has(o.gref)) {
+            const gfn = pool.take();
+            if (!pg.add(o.gref, { handle: o.gref, gfn })) pool.release(gfn);
+          }
+          pg.hold([o.gref], 1);
+          if (o.hold) held.push(o.gref);
+          else pg.unhold([o.gref], 1);
+        }
+        const now = t + later;
+        const want = choosePurge(pg.candidates(), { max, overflow: pg.overflow, now, unusedSeconds: unused });
+        const before = new Set(pg.candidates().map((c) => c.gref));
+        expect(pg.purge(gt, pool, now)).toBe(want.remove.length);
+        const after = new Set(pg.candidates().map((c) => c.gref));
+        expect([...before].filter((g) => !after.has(g)).sort((a, b) => a - b)).toEqual([...want.remove].sort((a, b) => a - b));
+        for (const g of held) if (before.has(g)) expect(pg.has(g)).toBe(true);
+      }), { numRuns: 300 });
+  });
+
   it('a held grant is never purged; overflow makes room (num_clean), then is cleared', () => {
     const pool = new GfnPool(0, 512);
     const pg = new PersistentGrants(200, 0);

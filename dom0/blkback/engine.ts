@@ -115,7 +115,7 @@ export interface EngineDeps {
   readonly counters?: VbdCounters;
   /** Dom0's clock in ms (persistent grants' last use, the purge interval and timeout); default performance.now. Tests drive it. */
   readonly now?: () => number;
-  /** Hand large READs out as host DMA jobs where the storage can (default true; `xen_blkback.dma_jobs=0`: never). */
+  /** Hand READs out as host DMA jobs where the storage can (default true; `xen_blkback.dma_jobs=0`: never). */
   readonly dmaJobs?: boolean;
 }
 
@@ -391,7 +391,9 @@ export class BlkifEngine {
     if (read && this.asyncOn) {
       if (this.asyncIo - this.asyncLarge >= ASYNC_DIRECT_DEPTH) this.reapAsync();
       if (this.asyncIo - this.asyncLarge < ASYNC_DIRECT_DEPTH) {
-        const status = this.startReadJob(this.asyncMaps.pop()!, this.direct.segs, null, this.direct.sector, nrSectors);
+        const maps = this.asyncMaps.pop()!;
+        // A READ's pages are written: writable mappings (readonly false).
+        const status = this.startReadJob(maps, maps.map(this.direct.segs, false), false, this.direct.sector, nrSectors);
         if (status !== IN_FLIGHT) this.respondToEntry(op, status);
         return;
       }
@@ -607,24 +609,25 @@ export class BlkifEngine {
     }
     if (read && nrSectors >= ASYNC_MIN_SECTORS && this.asyncOn) {
       if (this.asyncLarge === ASYNC_DEPTH) this.reapAsync();
-      if (this.asyncLarge < ASYNC_DEPTH) return this.startReadJob(this.asyncMaps.pop()!, null, sc, sc.sector, nrSectors);
+      if (this.asyncLarge < ASYNC_DEPTH) {
+        const maps = this.asyncMaps.pop()!;
+        return this.startReadJob(maps, maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, false), true, sc.sector, nrSectors);
+      }
     }
     return this.io(read, sc.sector, nrSectors, this.maps.mapArrays(sc.gref, sc.firstSect, sc.lastSect, sc.count, !read), null);
   }
 
   /**
-   * Map a READ's segments into `maps` (a direct one's `segs`, else the
-   * indirect one in `sc`) and hand it out as a host DMA job: IN_FLIGHT; or,
-   * if no job can be queued now, do it here: a status.
+   * Hand the READ in `entry`, whose segments `maps` (taken from asyncMaps)
+   * has just mapped writable (`mapped` false: it could not), out as a host
+   * DMA job: IN_FLIGHT; or, if no job can be queued now, do it here: a
+   * status. `large`: it counts against ASYNC_DEPTH.
    */
-  private startReadJob(maps: RequestMappings, segs: readonly BlkifSegment[] | null, sc: IndirectRwScratch | null, sector: number, nrSectors: number): number {
-    // A READ's pages are written: writable mappings (readonly false).
-    const mapped = segs !== null ? maps.map(segs, false) : maps.mapArrays(sc!.gref, sc!.firstSect, sc!.lastSect, sc!.count, false);
+  private startReadJob(maps: RequestMappings, mapped: boolean, large: boolean, sector: number, nrSectors: number): number {
     if (!mapped) {
       this.asyncMaps.push(maps);
       return this.unmappable(null);
     }
-    const large = segs === null;
     const ev = this.entryView;
     const idLo = ev.getUint32(REQ_ID, true);
     const idHi = ev.getUint32(REQ_ID + 4, true);
@@ -658,11 +661,16 @@ export class BlkifEngine {
     dv.setUint32(RSP_ID + 4, idHi, true);
     this.put(BLKIF_OP_READ, result === want ? BLKIF_RSP_OKAY : BLKIF_RSP_ERROR);
     this.push();
-    if (this.asyncIo === 0 && this.discards === 0 && this.afterDiscards.length > 0) this.runWaiting(this.afterDiscards.splice(0));
+    this.runIfQuiet();
   }
 
-  private runWaiting(work: Array<() => void>): void {
-    for (const w of work) w();
+  /** No discard runs and no READ is out as a job (what a barrier's sync waits for). */
+  private get quiet(): boolean { return this.discards === 0 && this.asyncIo === 0; }
+
+  /** Run what waits for `quiet` (afterDiscards), if it now holds. */
+  private runIfQuiet(): void {
+    if (!this.quiet || this.afterDiscards.length === 0) return;
+    for (const w of this.afterDiscards.splice(0)) w();
   }
 
   /** Move a checked request's data: a status. */
@@ -735,7 +743,7 @@ export class BlkifEngine {
         // (Answered inline, the batch's push publishes it.)
         if (!inline) this.push();
       }
-      if (this.discards === 0 && this.asyncIo === 0 && this.afterDiscards.length > 0) this.runWaiting(this.afterDiscards.splice(0));
+      this.runIfQuiet();
     };
     try {
       this.d.storage.discard(c.sector, c.nrSectors, (err) => (inline ? finish(err) : this.d.post(() => finish(err))));
@@ -781,7 +789,7 @@ export class BlkifEngine {
       this.push();
       this.kick();
     }));
-    if (this.discards === 0 && this.asyncIo === 0) sync();
+    if (this.quiet) sync();
     else this.afterDiscards.push(sync);
   }
 }

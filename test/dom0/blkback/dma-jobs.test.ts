@@ -83,6 +83,21 @@ function direct(f: FakeBlkfront, id: bigint, sector: number, pages: readonly Fro
   f.put({ kind: 'rw', operation: BLKIF_OP_READ, nrSegments: pages.length, handle: 0, id, sector, segs: pages.map((p) => ({ gref: p.gref, firstSect: 0, lastSect: 7 })) });
 }
 
+/**
+ * Two large READs pushed together, A (id `idA`, sectors 0..) then B (id 2,
+ * the next ASYNC_MIN_SECTORS), each into its own fresh pages: the first goes
+ * out as a job, the second is served on Dom0's vCPU.
+ */
+function twoLargeReads(f: FakeBlkfront, idA: bigint): { a: FrontPage[]; b: FrontPage[] } {
+  const n = ASYNC_MIN_SECTORS;
+  const a = pagesFor(f, n);
+  const b = pagesFor(f, n);
+  indirect(f, BLKIF_OP_READ, idA, 0, a, n);
+  indirect(f, BLKIF_OP_READ, 2n, n, b, n);
+  f.ring.pushRequestsAndCheckNotify();
+  return { a, b };
+}
+
 const fileBytes = (from: number, len: number): Uint8Array => Uint8Array.from({ length: len }, (_, i) => byteAt(from + i));
 const ok = (id: bigint, operation = BLKIF_OP_READ) => ({ id, operation, status: BLKIF_RSP_OKAY });
 const queued = (tb: BlkTestbed): number => Atomics.load(tb.m.hv.g, G.DMA_QUEUED);
@@ -92,11 +107,7 @@ describe('blkback: READs as host DMA jobs', () => {
     const { tb, f, before } = await rig();
     const engine = tb.driver.device(f.domid, f.devid)!.engine!;
     const n = ASYNC_MIN_SECTORS;
-    const a = pagesFor(f, n);
-    const b = pagesFor(f, n);
-    indirect(f, BLKIF_OP_READ, 0xa000_0000_0000_0001n, 0, a, n);
-    indirect(f, BLKIF_OP_READ, 2n, n, b, n);
-    f.ring.pushRequestsAndCheckNotify();
+    const { a, b } = twoLargeReads(f, 0xa000_0000_0000_0001n);
     const run0 = Atomics.load(tb.m.hv.g, G.DMA_RUN);
     expect(engine.poll()).toBe(2);
     // B was served at once (the job's share was taken); A waits for its job.
@@ -290,12 +301,8 @@ describe('blkback: READs as host DMA jobs', () => {
     const dev = tb.driver.device(f.domid, f.devid)!;
     const engine = dev.engine!;
     const n = ASYNC_MIN_SECTORS;
-    const a = pagesFor(f, n);
-    const b = pagesFor(f, n);
     // A goes out as a job; B, on other pages, is served on Dom0's vCPU after it.
-    indirect(f, BLKIF_OP_READ, 1n, 0, a, n);
-    indirect(f, BLKIF_OP_READ, 2n, n, b, n);
-    f.ring.pushRequestsAndCheckNotify();
+    const { a, b } = twoLargeReads(f, 1n);
     expect(engine.poll()).toBe(2);
     expect(f.responses()).toEqual([ok(2n)]);
     const kept = (ps: readonly FrontPage[]): boolean[] => ps.map((p) => dev.hasPersistentGrant(p.gref));

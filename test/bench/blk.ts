@@ -32,6 +32,17 @@ const NULL_BYTES = 1024 * MIB;
 /** Warm-up and measured window of each guest test (ms). */
 const WARM_MS = 300;
 const RUN_MS = 1500;
+/**
+ * Warm-up of the 1 MiB tests (ms). Their 256-segment paths in blkback and
+ * blkfront are optimized by TurboFan during the first second or so of I/O:
+ * measured with --trace-opt, ~150 optimizing compilations totalling ~0.9 s
+ * after the disk connects, each run on the vCPU thread it stalls (V8
+ * --single-threaded has no background compiler). After 300 ms the window
+ * still held a third of them (1 MiB writes 7.5-9.5 GB/s; after 1500 ms,
+ * 10-12.8 GB/s in the same interleaved runs). The null and 4 KiB tests
+ * showed no difference between the two.
+ */
+const SEQ_WARM_MS = 1500;
 const SEQ_RUN_MS = 1000;
 /** 1 MiB I/Os in flight in the sequential tests. */
 const SEQ_INFLIGHT = 4;
@@ -137,7 +148,8 @@ async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[] 
 }
 
 async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
-  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} cb=${o.cb ? 1 : 0} warm=${WARM_MS} run=${o.runMs}`;
+  const warm = o.tests.some((t) => t.startsWith('seq')) ? SEQ_WARM_MS : WARM_MS;
+  const cmdline = `tests=${o.tests.join(',')} persistent=${o.persistent ? 1 : 0} indirect=${o.indirect} order=${o.order} qd=${o.qd} maxpages=${o.maxPages} zc=${o.zc ? 1 : 0} cb=${o.cb ? 1 : 0} warm=${warm} run=${o.runMs}`;
   const guest: PvBuildConfig = { name: 'blk-bench', kernel: 'test/bench/guests/blk-bench.ts', memoryMiB: 16, cmdline, disks: [disk] };
   const jobsOff = o.dmaJobs === false;
   const run = await runBenchGuests([guest], { memMiB: 128, pcpus: 2 }, { timeoutMs: RUN_TIMEOUT_MS, ...(jobsOff ? { blkback: { dmaJobs: false } } : {}) }).catch((e: unknown) => {
@@ -548,8 +560,12 @@ run a host booted afresh (2 pCPUs, credit): Dom0 with blkback
 DomU (16 MiB) running test/bench/guests/blk-bench.ts, which connects blkfront
 with the row's options and keeps a fixed number of I/Os in flight (one async
 worker per slot issuing its next I/O when the last completes), ${WARM_MS} ms of
-warm-up, then ${RUN_MS} ms (1 MiB tests: ${SEQ_RUN_MS} ms) measured on the guest's
-clock. Baselines run in this process just before the guest runs they are
+warm-up (1 MiB tests: ${SEQ_WARM_MS} ms), then ${RUN_MS} ms (1 MiB tests: ${SEQ_RUN_MS} ms) measured on the guest's
+clock. The 1 MiB tests warm up longer because V8 optimizes their 256-segment
+paths in blkback and blkfront over the first second of I/O (traced: ~150
+compilations, ~0.9 s of compile time after the disk connects, each on the
+vCPU thread it stalls, since V8 runs --single-threaded here); after 300 ms a
+third of that still fell in the measured window. Baselines run in this process just before the guest runs they are
 compared with: the raw ring and MessagePort workers of test/bench/raw-ring.ts
 (blocking ring 1 M requests, spinning ring 0.5 M, MessagePort 0.15 M; each
 the median of three runs, the range in brackets), and fs.readSync/writeSync on the same 64 MiB

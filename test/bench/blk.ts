@@ -11,8 +11,8 @@
  *     sequential read and write MiB/s (4 I/Os in flight) against
  *     readSync/writeSync of 1 MiB chunks; with and without persistent grants,
  *     indirect descriptors (0/32/256 segments) and ring order 0/2; the best
- *     configurations again with the baseline measured around each guest run
- *     (pairedRun).
+ *     configurations again in rounds, the baseline measured around each guest
+ *     run (pairedRounds).
  * Every guest run also reports blkfront's counters (requests, segments,
  * notifications, responses) and how long its kernel loop slept.
  */
@@ -111,40 +111,57 @@ async function guestRun(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
   });
 }
 
-/** A target configuration measured in pairs (pairedRun): for one test. */
+/** Rounds of the target configurations, each run between two baselines (pairedRounds). */
+const PAIRED_ROUNDS = 5;
+
+/** A target configuration measured in pairs (pairedRounds): for one test. */
 interface Paired {
-  /** The guest's rate in each run, in run order (I/Os per second, or MiB/s for 1 MiB tests). */
+  /** The guest's rate in each round (I/Os per second, or MiB/s for 1 MiB tests). */
   readonly rates: readonly number[];
-  /** The baseline measured before each run and after the last (RUNS + 1 figures, same unit). */
-  readonly bases: readonly number[];
+  /** The baseline just before and just after each round's run (same unit). */
+  readonly bases: ReadonlyArray<readonly [number, number]>;
   /** Each run's rate over the mean of the baselines just before and just after it. */
   readonly ratios: readonly number[];
   /** The median of `ratios`. */
   readonly median: number;
 }
 
+/** A target configuration for pairedRounds; `baseline` gives one figure per test of `o.tests`, in the guest's unit. */
+interface PairedCase {
+  readonly o: GuestOpts;
+  readonly disk: DiskSpec;
+  readonly baseline: () => number[] | Promise<number[]>;
+}
+
 /**
- * Run the configuration RUNS times with an fs baseline measured before each
- * run and after the last (`baseline`: one figure per test of `o.tests`, in
- * the guest's unit), and compare each run with the baselines on either side
- * of it. The machine's speed drifts by tens of % over a benchmark (the fs
- * loops at the start and the end of one run differ that much); measurements
- * seconds apart are not moved by it, so the median of these ratios is the
- * figure least disturbed by when each part happened to run.
+ * PAIRED_ROUNDS rounds; in each, every case in turn: its baseline, one guest
+ * run, its baseline again, and the run compared with the mean of the two. A
+ * case's figure is the median of its rounds' ratios. The machine's speed
+ * drifts by tens of % within minutes (the fs loops at the start and the end
+ * of one benchmark differ that much, MessagePort by 2x), and not always the
+ * same way for the guest and for its baseline; measurements seconds apart
+ * share the moment, and rounds spread each case's runs over the minutes the
+ * rounds take instead of a few seconds of one. Per case, per test: Paired.
  */
-async function pairedRun(o: GuestOpts, disk: DiskSpec, baseline: () => number[] | Promise<number[]>): Promise<Paired[]> {
-  const bases: number[][] = [await baseline()];
-  const rates: number[][] = o.tests.map(() => []);
-  for (let i = 0; i < RUNS; i++) {
-    const figs = await guestRunOnce(o, disk);
-    figs.forEach((g, t) => rates[t]!.push(g.t.startsWith('seq') ? mibps(g) : perSec(g)));
-    bases.push(await baseline());
+async function pairedRounds(cases: readonly PairedCase[]): Promise<Paired[][]> {
+  const rates = cases.map((c) => c.o.tests.map((): number[] => []));
+  const bases = cases.map((c) => c.o.tests.map((): Array<[number, number]> => []));
+  for (let r = 0; r < PAIRED_ROUNDS; r++) {
+    for (const [i, c] of cases.entries()) {
+      const before = await c.baseline();
+      const figs = await guestRunOnce(c.o, c.disk);
+      const after = await c.baseline();
+      figs.forEach((g, t) => {
+        rates[i]![t]!.push(g.t.startsWith('seq') ? mibps(g) : perSec(g));
+        bases[i]![t]!.push([before[t]!, after[t]!]);
+      });
+    }
   }
-  return o.tests.map((_, t) => {
-    const b = bases.map((x) => x[t]!);
-    const ratios = rates[t]!.map((r, i) => r / ((b[i]! + b[i + 1]!) / 2));
-    return { rates: rates[t]!, bases: b, ratios, median: spread(ratios).median };
-  });
+  return cases.map((c, i) => c.o.tests.map((_, t) => {
+    const b = bases[i]![t]!;
+    const ratios = rates[i]![t]!.map((x, k) => x / ((b[k]![0] + b[k]![1]) / 2));
+    return { rates: rates[i]![t]!, bases: b, ratios, median: spread(ratios).median };
+  }));
 }
 
 async function guestRunOnce(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
@@ -384,11 +401,6 @@ export async function benchBlk(): Promise<string> {
       all.push(rd!, wr!);
       seqRuns.push({ zc, jobs, rd: rd!, wr: wr! });
     }
-    // 2b/3b. The target configurations again, each run between two baselines (pairedRun).
-    const pairedRand = (await pairedRun({ tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, fileDisk,
-      () => [fsRandRead(img, RUN_MS)]))[0]!;
-    const [pairedRd, pairedWr] = await pairedRun({ tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, fileDisk,
-      () => [fsSeqBest(img, false, SEQ_RUN_MS).best, fsSeqBest(img, true, SEQ_RUN_MS).best]);
     const fsSeqRead2 = fsSeqBest(img, false, SEQ_RUN_MS).best;
     const fsSeqWrite2 = fsSeqBest(img, true, SEQ_RUN_MS).best;
     const fsRand2 = fsRandRead(img, RUN_MS);
@@ -430,13 +442,20 @@ export async function benchBlk(): Promise<string> {
     const fsSeqWrite4k = Math.max(fsSeqWrite4kA, fsSeqBest(img4k, true, SEQ_RUN_MS).best);
 
     const pairedRow = (test: string, p: Paired, f: (x: number) => string, target: number, r: (x: number) => string = pct): string[] => [
-      test, p.rates.map(f).join(', '), p.bases.map(f).join(', '), p.ratios.map(r).join(', '), r(p.median), `>= ${r(target)}`, verdict(p.median >= target),
+      test, p.rates.map(f).join(', '), p.bases.map(([x, y]) => `${f(x)} / ${f(y)}`).join(', '), p.ratios.map(r).join(', '), r(p.median), `>= ${r(target)}`, verdict(p.median >= target),
     ];
     const times = (x: number): string => `${x.toFixed(2)}x`;
     // The null targets the same way, each run between two MessagePort measurements at its depth.
     const portAt = (depth: number) => async (): Promise<number[]> => [(await messagePortRate(150_000, depth, 112)).reqPerSec];
-    const pairedNull0 = (await pairedRun({ ...nullOpts, order: 0, qd: 0 }, nullDisk, portAt(32)))[0]!;
-    const pairedNull2 = (await pairedRun({ ...nullOpts, order: 2, qd: 0 }, nullDisk, portAt(128)))[0]!;
+    // 3b. The target configurations again, in rounds, each run between two baselines (pairedRounds).
+    const [[pairedNull0], [pairedNull2], [pairedRand], [pairedRd, pairedWr]] = await pairedRounds([
+      { o: { ...nullOpts, order: 0, qd: 0 }, disk: nullDisk, baseline: portAt(32) },
+      { o: { ...nullOpts, order: 2, qd: 0 }, disk: nullDisk, baseline: portAt(128) },
+      { o: { tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, disk: fileDisk,
+        baseline: () => [fsRandRead(img, RUN_MS)] },
+      { o: { tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, disk: fileDisk,
+        baseline: () => [fsSeqBest(img, false, SEQ_RUN_MS).best, fsSeqBest(img, true, SEQ_RUN_MS).best] },
+    ]);
     const pairedRows = [
       pairedRow('null backend, ring order 0, QD 32, against MessagePort with 32 in flight', pairedNull0, fmtK, 10, times),
       pairedRow('null backend, ring order 2, QD 128, against MessagePort with 128 in flight', pairedNull2, fmtK, 10, times),
@@ -622,17 +641,19 @@ of % within a run).
 
 ### 3b. The targets, each run between two baselines
 
-The target configurations of sections 1, 2 and 3 again, ${RUNS} more runs each, with the
+The target configurations of sections 1, 2 and 3 again, in ${PAIRED_ROUNDS} rounds: in each
+round every configuration runs once, just after and just before a measurement of its
 baseline (MessagePort request/response at the same depth; the fs loop, the same as above:
-4 KiB random readSync, 1 MiB readSync/writeSync, best of four buffer placements)
-measured just before each run and after the last. Each run is
-compared with the mean of the baselines on either side of it, seconds apart; the figure
-is the median of those ratios. The tables above compare the median run with the
-fastest baseline of the whole run instead, minutes away from it: the stricter figure
-while the machine drifts (the fs loops moved by ${pct(Math.abs(fsRand2 - fsRand1) / Math.max(fsRand1, fsRand2))} (4 KiB) and ${pct(Math.abs(fsSeqRead2 - seqReadBase.best) / Math.max(fsSeqRead2, seqReadBase.best))} (1 MiB
-reads) between the start and the end of this run).
+4 KiB random readSync, 1 MiB readSync/writeSync, best of four buffer placements). Each run
+is compared with the mean of the two baselines around it, seconds apart; the figure is the
+median of the ${PAIRED_ROUNDS} rounds' ratios, and the rounds spread each configuration's runs over
+the minutes they take. The tables above compare the median run with the fastest baseline
+of the whole run instead, minutes away from it: the stricter figure while the machine
+drifts (the fs loops moved by ${pct(Math.abs(fsRand2 - fsRand1) / Math.max(fsRand1, fsRand2))} (4 KiB) and ${pct(Math.abs(fsSeqRead2 - seqReadBase.best) / Math.max(fsSeqRead2, seqReadBase.best))} (1 MiB
+reads) between the start and the end of this run; MessagePort and the guest's null rate
+moved by up to 2x, and not together).
 
-${table(['test', 'ours, each run', 'baseline before, between and after the runs', 'per-run ratio', 'median ratio', 'target', ''], pairedRows)}
+${table(['test', 'ours, each round', 'baseline before / after each run', 'per-run ratio', 'median ratio', 'target', ''], pairedRows)}
 
 ### 4. Reference: the image cached in 4 KiB folios (no target)
 

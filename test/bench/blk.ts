@@ -426,6 +426,18 @@ export async function benchBlk(): Promise<string> {
         withRuns(wr, mibps(wr), fmtM), fmtM(fsSeqWrite), pct(wrr), verdict(wrr >= 0.8)];
     });
 
+    // The null targets' baseline: MessagePort at the same depth.
+    const portAt = (depth: number) => async (): Promise<number[]> => [(await messagePortRate(150_000, depth, 112)).reqPerSec];
+    // 3b. The target configurations again, in rounds, each run between two baselines (pairedRounds).
+    const [[pairedNull0], [pairedNull2], [pairedRand], [pairedRd, pairedWr]] = await pairedRounds([
+      { o: { ...nullOpts, order: 0, qd: 0 }, disk: nullDisk, baseline: portAt(32) },
+      { o: { ...nullOpts, order: 2, qd: 0 }, disk: nullDisk, baseline: portAt(128) },
+      { o: { tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, disk: fileDisk,
+        baseline: () => [fsRandRead(img, RUN_MS)] },
+      { o: { tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, disk: fileDisk,
+        baseline: () => [fsSeqBest(img, false, SEQ_RUN_MS).best, fsSeqBest(img, true, SEQ_RUN_MS).best] },
+    ]);
+
     // 4. Reference: the same image written 4 KiB at a time (cached in 4 KiB folios).
     const img4k = path.join(dir, 'disk-4k.img');
     fs.rmSync(img, { force: true });
@@ -445,17 +457,6 @@ export async function benchBlk(): Promise<string> {
       test, p.rates.map(f).join(', '), p.bases.map(([x, y]) => `${f(x)} / ${f(y)}`).join(', '), p.ratios.map(r).join(', '), r(p.median), `>= ${r(target)}`, verdict(p.median >= target),
     ];
     const times = (x: number): string => `${x.toFixed(2)}x`;
-    // The null targets the same way, each run between two MessagePort measurements at its depth.
-    const portAt = (depth: number) => async (): Promise<number[]> => [(await messagePortRate(150_000, depth, 112)).reqPerSec];
-    // 3b. The target configurations again, in rounds, each run between two baselines (pairedRounds).
-    const [[pairedNull0], [pairedNull2], [pairedRand], [pairedRd, pairedWr]] = await pairedRounds([
-      { o: { ...nullOpts, order: 0, qd: 0 }, disk: nullDisk, baseline: portAt(32) },
-      { o: { ...nullOpts, order: 2, qd: 0 }, disk: nullDisk, baseline: portAt(128) },
-      { o: { tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, disk: fileDisk,
-        baseline: () => [fsRandRead(img, RUN_MS)] },
-      { o: { tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, disk: fileDisk,
-        baseline: () => [fsSeqBest(img, false, SEQ_RUN_MS).best, fsSeqBest(img, true, SEQ_RUN_MS).best] },
-    ]);
     const pairedRows = [
       pairedRow('null backend, ring order 0, QD 32, against MessagePort with 32 in flight', pairedNull0, fmtK, 10, times),
       pairedRow('null backend, ring order 2, QD 128, against MessagePort with 128 in flight', pairedNull2, fmtK, 10, times),

@@ -108,8 +108,6 @@ export class BlockFront {
   /** Everything released: the device is gone for good. */
   private finalised = false;
   private endReason: BlkfrontError | undefined;
-  /** Buffers of ours not freed yet (allocBuffer). */
-  private readonly buffers = new Set<BlkBuffer>();
   readonly stats: BlkfrontStats = {
     requests: { read: 0, write: 0, flush: 0, barrier: 0, discard: 0, indirect: 0 },
     segments: 0, notifies: 0, responses: 0, reissued: 0, rings: 0,
@@ -256,9 +254,7 @@ export class BlockFront {
       throw new BlkfrontError('range', `allocBuffer: ${bytes} bytes is not a positive multiple of ${PAGE_SIZE}`);
     }
     const xen = this.a.ev.xen;
-    const buf = new BlkBuffer(xen.k.mem, xen.allocGfnRun(bytes / PAGE_SIZE), this);
-    this.buffers.add(buf);
-    return buf;
+    return new BlkBuffer(xen.k.mem, xen.allocGfnRun(bytes / PAGE_SIZE), this);
   }
 
   /**
@@ -269,11 +265,9 @@ export class BlockFront {
    * The buffer must not be used afterwards.
    */
   freeBuffer(buf: BlkBuffer): void {
-    if (!this.buffers.has(buf)) throw new Error('freeBuffer: not a buffer of this device, or freed already');
+    if (!BlkBuffer.isOf(buf, this)) throw new Error('freeBuffer: not a buffer of this device, or freed already');
     if (buf.pending > 0) throw new Error(`freeBuffer: ${buf.pending} I/O(s) on the buffer still pending`);
-    this.buffers.delete(buf);
     buf.disown(this);
-    buf.freed = true;
     this.pages.freeBufferPages(buf.pages);
   }
 

@@ -21,13 +21,11 @@ export class BlkBuffer {
   readonly pages: readonly BufferPage[];
   /** Reads and writes on the buffer not yet settled (freeBuffer refuses while any is). */
   pending = 0;
-  /** Freed (BlockFront.freeBuffer): its pages may belong to someone else now. */
-  freed = false;
   /** The device that allocated it, until freed (see `isOf`): a private field, so no other code can set it. */
   #owner: object | undefined;
 
   /** `gfns`: the buffer's pages, in order (owned by the buffer until freed); `owner`: the allocating device. */
-  constructor(private readonly mem: GuestMemory, gfns: readonly number[], owner?: object) {
+  constructor(private readonly mem: GuestMemory, gfns: readonly number[], owner: object) {
     this.#owner = owner;
     this.pages = gfns.map((gfn) => ({ gfn, gpa: gfn * PAGE_SIZE, persistent: undefined, stuck: 0, freed: false }));
     this.contiguous = gfns.every((g, i) => g === gfns[0]! + i);
@@ -46,6 +44,9 @@ export class BlkBuffer {
   disown(owner: object): void {
     if (this.#owner === owner) this.#owner = undefined;
   }
+
+  /** Freed (BlockFront.freeBuffer): its pages may belong to someone else now. Read-only: nothing brings a buffer back. */
+  get freed(): boolean { return this.#owner === undefined; }
 
   /** Size in bytes (a whole number of pages). */
   get bytes(): number { return this.pages.length * PAGE_SIZE; }

@@ -119,7 +119,7 @@ export function makeGuestMemory(hv: HvState, slot: number): GuestMemory {
       const ma = gpaToMachine(hv, slot, gpa, true);
       if (ma < 0) throw new GuestFault(gpa, true);
       if ((ma & 3) !== 0) {
-        hv.mem8.set(data, ma);
+        mem8.set(data, ma);
         return;
       }
       const s = wordSrc.of(data);

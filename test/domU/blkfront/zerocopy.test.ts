@@ -431,8 +431,9 @@ describe('blkfront zero-copy buffers: completion callbacks (queuePages)', () => 
     const other = dev.allocBuffer(PAGE);
     dev.freeBuffer(other);
     expect(dev.queuePages('read', 0, other, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
-    // Its `freed` flag set back by the caller, a copy of a live buffer's fields, an object of the class never allocated: all refused.
-    other.freed = false;
+    // Its `freed` flag cannot be set back by the caller; a copy of a live buffer's fields, an object of the class never allocated: all refused.
+    expect(() => { (other as { freed: boolean }).freed = false; }).toThrow(TypeError);
+    expect(other.freed).toBe(true);
     expect(dev.queuePages('read', 0, other, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);
     const lookalike = { ...buf, pages: buf.pages, bytes: buf.bytes } as unknown as typeof buf;
     expect(dev.queuePages('read', 0, lookalike, 0, 8, rec.done)?.message).toMatch(/not a buffer of this device/);

@@ -71,7 +71,18 @@ export interface Dom0Cmdline {
    * `xen_blkback.dma_jobs=0|1` (large READs out as host DMA jobs).
    */
   readonly blkback?: BlkbackSwitches;
+  /**
+   * `poll_us=N` (ours): how long Dom0's loop spins on its rings after the
+   * last request before it blocks (Dom0LoopOptions.spinUs; default SPIN_US,
+   * 1000; 0: never spin; at most POLL_US_MAX). On a host where other
+   * processes are busy the spin holds a core the frontend needs
+   * (docs/block.md, "On a busy host").
+   */
+  readonly pollUs?: number;
 }
+
+/** The largest `poll_us` taken (1 s); a larger or malformed one is ignored. */
+export const POLL_US_MAX = 1_000_000;
 
 export interface BlkbackSwitches {
   readonly persistent?: boolean;
@@ -123,7 +134,8 @@ export function encodeDom0Cmdline(c: Dom0Cmdline): string {
   const dir = c.configDir !== undefined ? ` configs=${c.configDir}` : '';
   const specs = (c.guestSpecs ?? []).map((g) => ` guest=${g}`).join('');
   const g = c.guests.length > 0 ? `guests=${Buffer.from(JSON.stringify(c.guests)).toString('base64')} ` : '';
-  return `${g}keep=${c.keep ? 1 : 0}${t}${dir}${specs}${encodeBlkback(c.blkback)}`;
+  const poll = c.pollUs !== undefined ? ` poll_us=${c.pollUs}` : '';
+  return `${g}keep=${c.keep ? 1 : 0}${t}${dir}${specs}${encodeBlkback(c.blkback)}${poll}`;
 }
 
 export function parseDom0Cmdline(s: string): Dom0Cmdline {
@@ -137,12 +149,15 @@ export function parseDom0Cmdline(s: string): Dom0Cmdline {
   const t = Number(kv.get('shutdown_timeout'));
   const guestSpecs = pairs.filter(([k]) => k === 'guest').map(([, v]) => v);
   const blkback = parseBlkback(kv);
+  const poll = kv.get('poll_us');
+  const pollUs = poll !== undefined && /^\d+$/.test(poll) && Number(poll) <= POLL_US_MAX ? Number(poll) : undefined;
   return {
     guests, keep: kv.get('keep') === '1',
     ...(kv.has('shutdown_timeout') && Number.isFinite(t) && t >= 0 ? { shutdownTimeoutS: t } : {}),
     ...(kv.has('configs') ? { configDir: kv.get('configs') } : {}),
     ...(guestSpecs.length > 0 ? { guestSpecs } : {}),
     ...(blkback ? { blkback } : {}),
+    ...(pollUs !== undefined ? { pollUs } : {}),
   };
 }
 
@@ -183,7 +198,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   };
 
   const ev = new EventChannels(xen);
-  const loop = new Dom0Loop(ev, (e) => say(`error in posted work: ${errText(e)}`));
+  const loop = new Dom0Loop(ev, (e) => say(`error in posted work: ${errText(e)}`), cmd.pollUs !== undefined ? { spinUs: cmd.pollUs } : {});
   let domExc = true;
   ev.on(ev.bindVirq(VIRQ_DOM_EXC), () => { domExc = true; });
   // The hypervisor's console ring is read when Xen says it grew

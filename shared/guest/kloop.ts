@@ -98,8 +98,9 @@ export class KernelLoop {
   private armers: Array<() => boolean> = [];
   readonly sliceNs: bigint;
   readonly spins: number;
-  readonly spinNs: number;
-  readonly busySpinNs: number;
+  /** The spin bounds in force (ns): see KernelLoopOptions.spinNs and busySpinNs, and setSpins. */
+  private spinBoundNs: number;
+  private busySpinBoundNs: number;
   readonly microtaskTurns: number;
   readonly polledTurns: number;
   readonly yieldNs: number;
@@ -119,11 +120,33 @@ export class KernelLoop {
   constructor(readonly ev: EventChannels, o: KernelLoopOptions = {}) {
     this.sliceNs = o.sliceNs ?? 10_000_000n;
     this.spins = o.spins ?? Infinity;
-    this.spinNs = Math.max(0, o.spinNs ?? 50_000);
-    this.busySpinNs = Math.max(0, o.busySpinNs ?? BUSY_SPIN_NS);
+    this.spinBoundNs = Math.max(0, o.spinNs ?? 50_000);
+    this.busySpinBoundNs = Math.max(0, o.busySpinNs ?? BUSY_SPIN_NS);
     this.microtaskTurns = o.microtaskTurns ?? 16;
     this.polledTurns = Math.min(o.polledTurns ?? POLLED_TURNS, this.microtaskTurns);
     this.yieldNs = Math.max(0, o.yieldNs ?? YIELD_NS);
+  }
+
+  /** The spin bound while no poller expects an answer (ns). */
+  get spinNs(): number { return this.spinBoundNs; }
+  /** The spin bound while a poller expects an answer (ns). */
+  get busySpinNs(): number { return this.busySpinBoundNs; }
+
+  /**
+   * Change the spin bounds (ns) from the next spin on; an omitted one stays.
+   * The spins pay on a host whose cores the pipeline has to itself and cost
+   * several times what they save on one where other processes are busy
+   * (docs/block.md, "On a busy host"): a kernel that knows its host is
+   * shared may turn both off (0: sleep as soon as nothing is left to run).
+   * A bound that is not a finite number >= 0 throws RangeError, changing
+   * nothing.
+   */
+  setSpins(o: { readonly spinNs?: number; readonly busySpinNs?: number }): void {
+    for (const [name, v] of Object.entries(o)) {
+      if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`KernelLoop.setSpins: ${name} must be a finite number >= 0, not ${String(v)}`);
+    }
+    if (o.spinNs !== undefined) this.spinBoundNs = o.spinNs;
+    if (o.busySpinNs !== undefined) this.busySpinBoundNs = o.busySpinNs;
   }
 
   /** The loop of this domain's event channels (made on first use). */
@@ -244,9 +267,9 @@ export class KernelLoop {
    */
   private spin(sp: SpinState): SpinResult {
     if (this.pollers.length === 0) return this.ev.dispatch() > 0 ? 'event' : 'idle';
-    let bound = this.spinNs;
+    let bound = this.spinBoundNs;
     const ex = this.expecting;
-    for (let i = 0; i < ex.length; i++) if (ex[i]!()) { bound = this.busySpinNs; break; }
+    for (let i = 0; i < ex.length; i++) if (ex[i]!()) { bound = this.busySpinBoundNs; break; }
     if (bound <= 0 || this.spins <= 0) return 'idle';
     const k = this.ev.xen.k;
     // The clock is first read at the 4th round: a spin that finds work

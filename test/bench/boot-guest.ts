@@ -40,6 +40,8 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   /** Dom0's blkback switches (xen_blkback.* on its command line). */
   readonly blkback?: BlkbackSwitches;
+  /** Dom0's `poll_us` (its spin on the rings before it blocks). */
+  readonly pollUs?: number;
 }
 
 /**
@@ -50,7 +52,7 @@ export interface RunOptions {
 export async function runBenchGuests(guests: readonly PvBuildConfig[], cfg: Partial<HostConfig> = {}, o: RunOptions = {}): Promise<GuestRun> {
   const platform = new Platform(hostConfig({ memMiB: 128, ...cfg }));
   const tap = new ConsoleTap(platform.hv);
-  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false, ...(o.blkback ? { blkback: o.blkback } : {}) }) });
+  platform.boot({ kernel: 'dom0/kernel.ts', memMiB: 4, cmdline: encodeDom0Cmdline({ guests, keep: false, ...(o.blkback ? { blkback: o.blkback } : {}), ...(o.pollUs !== undefined ? { pollUs: o.pollUs } : {}) }) });
   let timer: NodeJS.Timeout | undefined;
   let reason: number;
   try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { dom0Guests, encodeDom0Cmdline, parseDom0Cmdline } from '../../dom0/kernel.ts';
+import { dom0Guests, encodeDom0Cmdline, parseDom0Cmdline, POLL_US_MAX } from '../../dom0/kernel.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -27,6 +27,17 @@ describe("Dom0's command line", () => {
     expect(parseDom0Cmdline(encodeDom0Cmdline(c))).toEqual(c);
     expect(parseDom0Cmdline('keep=0 xen_blkback.feature_persistent=no xen_blkback.max_ring_page_order=-1').blkback).toBeUndefined();
     expect(parseDom0Cmdline('keep=0').blkback).toBeUndefined();
+  });
+
+  it("reads poll_us (Dom0's spin on its rings) and round-trips it; a negative, non-numeric or too large one is ignored", () => {
+    expect(parseDom0Cmdline('keep=0 poll_us=0').pollUs).toBe(0);
+    expect(parseDom0Cmdline(`keep=0 poll_us=${POLL_US_MAX}`).pollUs).toBe(POLL_US_MAX);
+    const c = { guests: [], keep: true, pollUs: 250 };
+    expect(parseDom0Cmdline(encodeDom0Cmdline(c))).toEqual(c);
+    for (const bad of ['-1', 'abc', '1.5', '', `${POLL_US_MAX + 1}`, '1e3']) {
+      expect(parseDom0Cmdline(`keep=0 poll_us=${bad}`)).toEqual({ guests: [], keep: false });
+    }
+    expect(parseDom0Cmdline('keep=0').pollUs).toBeUndefined();
   });
 
   it('refuses a bad config file or spec, naming it (nothing is built)', () => {

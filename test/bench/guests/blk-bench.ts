@@ -10,6 +10,7 @@
  *   zc=0|1 (zero-copy: BlkBuffer I/O, below) cb=0|1 (with zc=1: completion
  *   callbacks, BlockFront.queuePages, instead of a promise per I/O)
  *   warm=<ms> run=<ms>
+ *   spin=0|1 (0: the kernel loop does not spin: KernelLoop.setSpins 0, 0)
  *
  * Tests (each: a warm-up of `warm` ms, then `run` ms measured; `qd` async
  * workers each keep one I/O in flight and issue the next when it completes):
@@ -83,6 +84,7 @@ export default async function blkBench(k: KernelApi): Promise<void> {
   const loop = KernelLoop.of(ev);
   const a = args(xen.cmdline);
   const num = (key: string, dflt: number): number => (a.has(key) ? Number(a.get(key)) : dflt);
+  if (num('spin', 1) === 0) loop.setSpins({ spinNs: 0, busySpinNs: 0 });
   const tests = (a.get('tests') ?? 'null').split(',');
   const warmNs = BigInt(num('warm', 300)) * 1_000_000n;
   const runNs = BigInt(num('run', 1500)) * 1_000_000n;

@@ -83,6 +83,49 @@ describe('KernelLoop', () => {
       remove();
     }
   });
+  it('setSpins: a bound set to 0 means no spin under it (no poller is asked; the loop sleeps, its armers looking last); bad bounds are refused and change nothing', async () => {
+    const t = await bench();
+    const loop = new KernelLoop(t.gev, { spinNs: 200_000, busySpinNs: 2_000_000 });
+    expect([loop.spinNs, loop.busySpinNs]).toEqual([200_000, 2_000_000]);
+    for (const bad of [-1, Number.NaN, Number.POSITIVE_INFINITY, '5' as unknown as number]) {
+      expect(() => loop.setSpins({ spinNs: 0, busySpinNs: bad })).toThrow(RangeError);
+    }
+    expect([loop.spinNs, loop.busySpinNs]).toEqual([200_000, 2_000_000]);
+    /** Run until an armer finds work after one more sleep; how many times the poller was asked meanwhile. */
+    const pollsUntilSlept = async (expecting: boolean): Promise<number> => {
+      const sleeps = loop.sleeps;
+      let settle: () => void = () => undefined;
+      const p = new Promise<void>((r) => { settle = r; });
+      let polls = 0;
+      const removePoller = loop.addPoller(() => { polls++; return false; }, () => expecting);
+      const removeArmer = loop.addArmer(() => {
+        if (loop.sleeps === sleeps) return false;
+        settle();
+        return true;
+      });
+      try {
+        await loop.run(p);
+      } finally {
+        removePoller();
+        removeArmer();
+      }
+      expect(loop.sleeps).toBe(sleeps + 1);
+      return polls;
+    };
+    // Nothing expected: spinNs applies (busySpinNs still 2 ms).
+    loop.setSpins({ spinNs: 0 });
+    expect([loop.spinNs, loop.busySpinNs]).toEqual([0, 2_000_000]);
+    expect(await pollsUntilSlept(false)).toBe(0);
+    // An answer expected: busySpinNs applies.
+    loop.setSpins({ busySpinNs: 0 });
+    expect([loop.spinNs, loop.busySpinNs]).toEqual([0, 0]);
+    expect(await pollsUntilSlept(true)).toBe(0);
+    expect(loop.fruitlessSpinNs).toBe(0);
+    // And back: a bound again means a spin before the sleep.
+    loop.setSpins({ spinNs: 100_000 });
+    expect(await pollsUntilSlept(false)).toBeGreaterThan(4);
+    expect(loop.fruitlessSpinNs).toBeGreaterThanOrEqual(100_000);
+  });
 });
 
 describe('KernelLoop: microtask turns and yields', () => {

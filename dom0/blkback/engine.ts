@@ -325,8 +325,11 @@ export class BlkifEngine {
    * stopped or barrier-held ring is not armed: a barrier re-kicks when it ends.
    */
   armRing(): number {
-    // Nothing wakes Dom0 when a job is done: no block while one is out.
-    if (this.asyncIo > 0 && this.reapAsync() === 0 && this.asyncIo > 0) return 1;
+    // Nothing wakes Dom0 when a job is done: before it blocks, it finishes
+    // what is out (runs a job no vCPU took, waits for one being run) and
+    // answers it. Dom0's spin usually got there first (its preemption points
+    // run queued jobs); without a spin (poll_us=0) this is where they run.
+    if (this.asyncIo > 0 && this.reapAsync() === 0 && this.asyncIo > 0) this.d.storage.drain!();
     if (this.state !== 'running' || this.barrier || this.kicking) return 0;
     const more = this.d.ring.finalCheckForRequests();
     if (more < 0) {

@@ -38,7 +38,7 @@ import { VIRQ_CON_RING, VIRQ_DOM_EXC } from '../shared/abi/event-channel.ts';
 import { SHUTDOWN_poweroff } from '../shared/hypercall.ts';
 import type { PvBuildConfig } from './builder.ts';
 import { XenCtrl } from './libxc.ts';
-import { Dom0Loop } from './loop.ts';
+import { Dom0Loop, type Dom0LoopOptions } from './loop.ts';
 import { consoleLinePrefix } from './names.ts';
 import { Dom0Toolstack } from './toolstack/control.ts';
 import { writeDom0Entries } from './toolstack/domain.ts';
@@ -161,6 +161,11 @@ export function parseDom0Cmdline(s: string): Dom0Cmdline {
   };
 }
 
+/** Dom0's loop as the command line sets it: `poll_us` its spin bound (Dom0LoopOptions.spinUs), else the defaults. */
+export function dom0LoopOptions(c: Dom0Cmdline): Dom0LoopOptions {
+  return c.pollUs !== undefined ? { spinUs: c.pollUs } : {};
+}
+
 /** Every guest the command line names, or an error naming the file or spec that is wrong. */
 export function dom0Guests(c: Dom0Cmdline, root: string): PvBuildConfig[] {
   return [
@@ -198,7 +203,7 @@ export default async function dom0(k: KernelApi): Promise<void> {
   };
 
   const ev = new EventChannels(xen);
-  const loop = new Dom0Loop(ev, (e) => say(`error in posted work: ${errText(e)}`), cmd.pollUs !== undefined ? { spinUs: cmd.pollUs } : {});
+  const loop = new Dom0Loop(ev, (e) => say(`error in posted work: ${errText(e)}`), dom0LoopOptions(cmd));
   let domExc = true;
   ev.on(ev.bindVirq(VIRQ_DOM_EXC), () => { domExc = true; });
   // The hypervisor's console ring is read when Xen says it grew

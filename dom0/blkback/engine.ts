@@ -32,8 +32,10 @@
  * waits for its I/O) while Dom0 handles the next requests itself: two
  * preads or copies at once, on two cores, and Dom0's own work overlapping
  * them. Each is answered when reaped (`poll`, or the next READ that finds
- * the jobs' share taken), its mappings held until then. Dom0 does not block
- * while one is out (`armRing`: nothing would wake it when it is done); a
+ * the jobs' share taken), its mappings held until then. Nothing would wake
+ * Dom0 when a job is done, so before it blocks (`armRing`) it finishes what
+ * is out, running a job nobody took (without a spin, poll_us=0, that is
+ * where its jobs run) and waiting for one being run; a
  * barrier waits for them as for discards; `stop` waits for them (running
  * them itself if nobody has) before answering anything, so that no copy
  * into a frame outlives the connection. Writes stay synchronous: two
@@ -321,8 +323,10 @@ export class BlkifEngine {
   /**
    * Dom0's last look before it blocks (loop.ts): RING_FINAL_CHECK_FOR_REQUESTS,
    * and serve what raced with it (as a kick, which re-arms). Returns how many
-   * requests were taken (0: armed, nothing waits; Dom0 may block). A halted,
-   * stopped or barrier-held ring is not armed: a barrier re-kicks when it ends.
+   * requests were taken (0: armed, nothing waits; Dom0 may block). READs out
+   * as host DMA jobs are finished and answered first (HostDma.drain). A
+   * halted, stopped or barrier-held ring is not armed: a barrier re-kicks
+   * when it ends.
    */
   armRing(): number {
     // Nothing wakes Dom0 when a job is done: before it blocks, it finishes

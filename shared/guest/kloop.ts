@@ -117,11 +117,14 @@ export class KernelLoop {
   sleptNs = 0;
   fruitlessSpinNs = 0;
 
+  /** A spin bound in `o` that is not a finite number >= 0 throws RangeError (as setSpins). */
   constructor(readonly ev: EventChannels, o: KernelLoopOptions = {}) {
     this.sliceNs = o.sliceNs ?? 10_000_000n;
     this.spins = o.spins ?? Infinity;
-    this.spinBoundNs = Math.max(0, o.spinNs ?? 50_000);
-    this.busySpinBoundNs = Math.max(0, o.busySpinNs ?? BUSY_SPIN_NS);
+    this.spinBoundNs = 50_000;
+    this.busySpinBoundNs = BUSY_SPIN_NS;
+    // The options' bounds by the same rule as later changes (setSpins: RangeError for a bad one).
+    this.setSpins({ spinNs: o.spinNs, busySpinNs: o.busySpinNs });
     this.microtaskTurns = o.microtaskTurns ?? 16;
     this.polledTurns = Math.min(o.polledTurns ?? POLLED_TURNS, this.microtaskTurns);
     this.yieldNs = Math.max(0, o.yieldNs ?? YIELD_NS);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { dom0Guests, encodeDom0Cmdline, parseDom0Cmdline, POLL_US_MAX } from '../../dom0/kernel.ts';
+import { dom0Guests, dom0LoopOptions, encodeDom0Cmdline, parseDom0Cmdline, POLL_US_MAX } from '../../dom0/kernel.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -38,6 +38,10 @@ describe("Dom0's command line", () => {
       expect(parseDom0Cmdline(`keep=0 poll_us=${bad}`)).toEqual({ guests: [], keep: false });
     }
     expect(parseDom0Cmdline('keep=0').pollUs).toBeUndefined();
+    // What Dom0's loop is built with: poll_us as its spin bound, else its defaults (SPIN_US).
+    expect(dom0LoopOptions(parseDom0Cmdline('keep=0 poll_us=0'))).toEqual({ spinUs: 0 });
+    expect(dom0LoopOptions(parseDom0Cmdline('keep=0 poll_us=250'))).toEqual({ spinUs: 250 });
+    expect(dom0LoopOptions(parseDom0Cmdline('keep=0 poll_us=abc'))).toEqual({});
   });
 
   it('refuses a bad config file or spec, naming it (nothing is built)', () => {

@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { bench, DEVID, pattern, sameBytes } from './setup.ts';
-import { KernelLoop } from '../../../shared/guest/kloop.ts';
+import { BUSY_SPIN_NS, KernelLoop } from '../../../shared/guest/kloop.ts';
 import { BlockFront } from '../../../domU/blkfront/blkfront.ts';
 
 describe('KernelLoop', () => {
@@ -91,6 +91,10 @@ describe('KernelLoop', () => {
       expect(() => loop.setSpins({ spinNs: 0, busySpinNs: bad })).toThrow(RangeError);
     }
     expect([loop.spinNs, loop.busySpinNs]).toEqual([200_000, 2_000_000]);
+    // The constructor's bounds by the same rule.
+    expect(() => new KernelLoop(t.gev, { busySpinNs: -1 })).toThrow(RangeError);
+    expect(() => new KernelLoop(t.gev, { spinNs: Number.NaN })).toThrow(RangeError);
+    expect([new KernelLoop(t.gev).spinNs, new KernelLoop(t.gev).busySpinNs]).toEqual([50_000, BUSY_SPIN_NS]);
     /** Run until an armer finds work after one more sleep; how many times the poller was asked meanwhile. */
     const pollsUntilSlept = async (expecting: boolean): Promise<number> => {
       const sleeps = loop.sleeps;

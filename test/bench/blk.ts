@@ -597,7 +597,7 @@ in-thread probes named below.
   range shown.`;
     const damon = damonLine();
     const residencyText = (): string => !residency.checked
-      ? 'its residency not checked: util-linux fincore is missing'
+      ? 'its residency not checked: util-linux fincore is missing or failed'
       : `its residency checked with fincore before every run on it, guest or fs loop (${residency.checks} checks), ` +
         `because hosts may drop cached pages on their own${damon !== null ? ` (this one: ${damon})` : ''}: ` +
         `${residency.refills} times found partly evicted and read back in first (${(residency.refilledBytes / MIB).toFixed(1)} MiB), ` +

@@ -5,10 +5,10 @@
  * baseline make must be a copy out of the host's page cache. A host may drop
  * cached pages on its own: the machine these figures come from runs DAMON
  * proactive reclaim (a `pageout` scheme on physical memory: memory idle for
- * ~30 s is reclaimed, clean page-cache pages simply dropped), and an image
- * left alone between two phases of the benchmark came back ~45% evicted
- * (a 4 KiB random-read run over it then went to the disk: ~40 k/s against
- * ~450 k/s hot). So before every run on an image, guest or fs loop, its
+ * ~30 s is reclaimed, clean page-cache pages simply dropped), and a 64 MiB
+ * image left alone for a few minutes was found ~45% evicted (a 4 KiB
+ * random-read run over it then went to the disk: ~40 k/s against ~450 k/s
+ * hot). So before every run on an image, guest or fs loop, its
  * residency is checked (util-linux `fincore`) and a partly evicted image is
  * read back in; after every guest run it is checked again, and a run that
  * lost pages meanwhile is reported (and repeated by the caller).

@@ -70,7 +70,9 @@ import {
   BLKIF_OP_FLUSH_DISKCACHE, BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_OP_WRITE_BARRIER, BLKIF_RING_ENTRY_SIZE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE,
 } from '../../shared/abi/blkif.ts';
 import { BLKIF_REQUEST, BLKIF_RESPONSE } from '../../shared/abi/blkif.ts';
-import { copyRequestId, decodeIndirectSegments, decodeRequest, DirectRwScratch, IndirectRwScratch, type BlkifSegment } from '../../shared/blkif/proto.ts';
+import {
+  copyRequestId, decodeIndirectSegments, decodeRequest, DirectRwScratch, IndirectRwScratch, REQUEST_HEAD_BYTES, requestBytes, type BlkifSegment,
+} from '../../shared/blkif/proto.ts';
 import type { GuestMemory } from '../../shared/guest/api.ts';
 import type { GrantTable } from '../../shared/guest/gnttab.ts';
 import { limitedWarn, logger, RateLimiter } from '../../shared/log.ts';
@@ -233,9 +235,12 @@ export class BlkifEngine {
   private readonly asyncOn: boolean;
   private readonly rsp = new Uint8Array(BLKIF_RESPONSE.size);
   private readonly rspView = new DataView(this.rsp.buffer);
-  /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes). */
+  /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes; see takeRequest). */
   private readonly entry = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
   private readonly entryView = new DataView(this.entry.buffer);
+  /** `entry`'s first REQUEST_HEAD_BYTES, and its bytes from there to each end requestBytes can give (made once). */
+  private readonly entryHead = this.entry.subarray(0, REQUEST_HEAD_BYTES);
+  private readonly entryRest = Array.from({ length: BLKIF_RING_ENTRY_SIZE + 1 }, (_, end) => this.entry.subarray(REQUEST_HEAD_BYTES, Math.max(REQUEST_HEAD_BYTES, end)));
   /** The common case (direct READ/WRITE) decoded from `entry` without allocating. */
   private readonly direct = new DirectRwScratch();
   /** An INDIRECT READ/WRITE decoded from `entry` and its indirect pages without allocating. */
@@ -343,6 +348,21 @@ export class BlkifEngine {
     return more > 0 ? this.kick() : 0;
   }
 
+  /**
+   * Copy the next request out of its slot into `entry` and take it: its head,
+   * then only what the head's copy says the request uses (requestBytes: a
+   * one-segment READ copies 32 of the entry's 112 bytes). Each byte of the
+   * slot is read once; `entry`'s bytes past what was copied are stale and
+   * read by nothing (requestBytes).
+   */
+  private takeRequest(ring: BackRing): Uint8Array {
+    ring.copyRequestPart(0, this.entryHead);
+    const end = requestBytes(this.entryHead);
+    if (end > REQUEST_HEAD_BYTES) ring.copyRequestPart(REQUEST_HEAD_BYTES, this.entryRest[end]!);
+    ring.consumeRequest();
+    return this.entry;
+  }
+
   private serve(arm: boolean): void {
     const ring = this.d.ring;
     for (;;) {
@@ -359,7 +379,7 @@ export class BlkifEngine {
       let unpushed = 0;
       let sectorsAtPush = c.rdSect + c.wrSect;
       while (n-- > 0 && !this.barrier) {
-        const entry = ring.takeRequestInto(this.entry);
+        const entry = this.takeRequest(ring);
         const op = entry[REQ_OPERATION];
         this.handle(entry);
         const sectors = c.rdSect + c.wrSect;

@@ -104,6 +104,26 @@ function segmentAt(dv: DataView, at: number): BlkifSegment {
   };
 }
 
+/**
+ * A request's first bytes, copied first when a back end copies only what a
+ * request uses (REQUEST_HEAD_BYTES and requestBytes): the header, which names
+ * the operation and segment count, and the first segment.
+ */
+export const REQUEST_HEAD_BYTES = RQ.seg.offset + SEG_SIZE;
+
+/**
+ * How many bytes of its entry a request uses, from the private copy of its
+ * first REQUEST_HEAD_BYTES: a direct READ or WRITE its header and segments
+ * (at least one; BLKIF_MAX_SEGMENTS_PER_REQUEST at most), any other the whole
+ * entry. decodeRequest and DirectRwScratch.decode read no byte past it.
+ */
+export function requestBytes(head: Uint8Array): number {
+  const op = head[RQ.operation.offset]!;
+  if (op !== BLKIF_OP_READ && op !== BLKIF_OP_WRITE) return BLKIF_RING_ENTRY_SIZE;
+  const n = head[RQ.nr_segments.offset]!;
+  return RQ.seg.offset + (n === 0 ? 1 : n < BLKIF_MAX_SEGMENTS_PER_REQUEST ? n : BLKIF_MAX_SEGMENTS_PER_REQUEST) * SEG_SIZE;
+}
+
 /** Decode a private copy of one request entry (at least BLKIF_RING_ENTRY_SIZE bytes). */
 export function decodeRequest(entry: Uint8Array): BlkifRequest {
   if (entry.length < BLKIF_RING_ENTRY_SIZE) throw new RangeError(`a blkif request entry is ${BLKIF_RING_ENTRY_SIZE} bytes, got ${entry.length}`);

@@ -117,7 +117,7 @@ abstract class RingEnd {
     if (k < n) this.readRun(this.slotAddr(0), dst.subarray(k * es, n * es));
   }
   /** Fill `dst` from `at` on (readInto where the memory has it). */
-  private readRun(at: number, dst: Uint8Array): void {
+  protected readRun(at: number, dst: Uint8Array): void {
     if (this.mem.readInto) this.mem.readInto(at, dst);
     else dst.set(this.mem.read(at, dst.length));
   }
@@ -330,6 +330,24 @@ export class BackRing extends RingEnd {
     this.copyEntryInto(this.reqCons, dst);
     this.reqCons = (this.reqCons + 1) >>> 0;
     return dst;
+  }
+
+  /**
+   * Copy bytes [from, from + dst.length) of the next request's slot into
+   * `dst` (a private buffer), without taking the request: a back end that
+   * copies only what a request uses copies its header, then the part the
+   * header's private copy names, each byte once; consumeRequest takes it.
+   */
+  copyRequestPart(from: number, dst: Uint8Array): void {
+    if (!Number.isInteger(from) || from < 0 || from + dst.length > this.entrySize) {
+      throw new RangeError(`bytes ${from}..${from + dst.length} of a ${this.entrySize}-byte entry`);
+    }
+    this.readRun(this.slotAddr(this.reqCons) + from, dst);
+  }
+
+  /** Advance req_cons past the request copied out by copyRequestPart (its slot is not read again). */
+  consumeRequest(): void {
+    this.reqCons = (this.reqCons + 1) >>> 0;
   }
 
   /** Fill the next response slot and advance rsp_prod_pvt; not visible until pushed. */

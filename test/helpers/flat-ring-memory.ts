@@ -28,8 +28,10 @@ export class FlatRingMemory implements RingMemory {
     const e = this.entries;
     if (e === undefined) return;
     const off = gpa - this.base - e.start;
-    // One slot, or a run of whole slots (a batch copy: FrontRing.takeResponsesInto).
-    if (off < 0 || off % e.entrySize !== 0 || (len > e.entrySize && len % e.entrySize !== 0)) {
+    const at = off % e.entrySize;
+    // Within one slot (a whole entry, or part of one: BackRing.copyRequestPart), or a run of
+    // whole slots (a batch copy: FrontRing.takeResponsesInto).
+    if (off < 0 || (len <= e.entrySize ? at + len > e.entrySize : at !== 0 || len % e.entrySize !== 0)) {
       throw new Error(`entry access at 0x${gpa.toString(16)} (+${len}) is not within one entry slot or a run of whole slots`);
     }
   }

@@ -465,21 +465,27 @@ describe('GuestMemory.readInto', () => {
 
   it('property: any offset, length and destination placement reads what read() returns (word, byte and bulk copies; destinations reused and alternated)', async () => {
     const { mem, g, src } = await twoPatternedPages(13);
-    // A few destinations, reused across runs: readInto keeps a word view of
-    // the last one it copied into by words, so alternating them matters.
+    // A few destinations, reused across runs: readInto keeps word views of
+    // the last two it copied into by words, so alternating them matters; and
+    // two fixed parts of each (blkback copies an entry's head, then the rest).
     const dsts = placedViews([0, 4, 5, 8], 300);
+    const parts = dsts.map((d) => [d.subarray(0, 32), d.subarray(32, 112), d.subarray(8, 24)]);
     fc.assert(fc.property(
-      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: dsts.length - 1 }), fc.boolean(),
-      (off, n, which, whole) => {
-        // `whole`: the same destination object again (as blkback's entry copy is).
-        const dst = whole ? dsts[which]! : dsts[which]!.subarray(0, n);
+      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: dsts.length - 1 }),
+      fc.constantFrom('whole', 'fresh', 'part'),
+      (off, n, which, kind) => {
+        // 'whole': the same destination object again (as blkback's entry copy was); 'part': one of its fixed parts.
+        const whole = dsts[which]!;
+        const dst = kind === 'whole' ? whole : kind === 'fresh' ? whole.subarray(0, n) : parts[which]![n % 3]!;
+        const at = dst.byteOffset - whole.byteOffset;
         const len = dst.length;
-        dsts[which]!.fill(0xee);
+        whole.fill(0xee);
         mem.readInto(gpa(g, off), dst);
         expect(dst).toEqual(src.subarray(off, off + len));
-        // Nothing written past the destination.
-        expect(dsts[which]!.subarray(len).every((b) => b === 0xee)).toBe(true);
-      }), { numRuns: 400 });
+        // Nothing written outside the destination.
+        expect(whole.subarray(0, at).every((b) => b === 0xee)).toBe(true);
+        expect(whole.subarray(at + len).every((b) => b === 0xee)).toBe(true);
+      }), { numRuns: 600 });
   });
 
   it('faults at the first unmapped address, leaving the buffer untouched', async () => {
@@ -505,16 +511,19 @@ describe('GuestMemory.write', () => {
     const g = dom0Pages(r.dom0, 2, 0);
     const image = new Uint8Array(2 * PAGE_SIZE);
     const srcs = placedViews([0, 4, 6, 16], 300);
+    // Fixed parts of each source too: write keeps word views of the last two sources it copied by words.
+    const parts = srcs.map((d) => [d.subarray(0, 16), d.subarray(16, 48), d.subarray(4, 12)]);
     let seed = 1;
     fc.assert(fc.property(
-      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: srcs.length - 1 }), fc.boolean(),
-      (off, n, which, whole) => {
-        const src = whole ? srcs[which]! : srcs[which]!.subarray(0, n);
+      fc.integer({ min: 0, max: 2 * PAGE_SIZE - 300 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: srcs.length - 1 }),
+      fc.constantFrom('whole', 'fresh', 'part'),
+      (off, n, which, kind) => {
+        const src = kind === 'whole' ? srcs[which]! : kind === 'fresh' ? srcs[which]!.subarray(0, n) : parts[which]![n % 3]!;
         src.set(pattern(src.length, seed++));
         mem.write(gpa(g, off), src);
         image.set(src, off);
         expect(mem.read(gpa(g), 2 * PAGE_SIZE)).toEqual(image);
-      }), { numRuns: 300 });
+      }), { numRuns: 500 });
   });
 
   it('refuses a read-only grant mapping and an unmapped page with a fault, writing nothing', async () => {

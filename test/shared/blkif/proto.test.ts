@@ -6,9 +6,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import {
-  decodeIndirectSegments, decodeRequest, decodeResponse, encodeIndirectSegments, encodeRequest, encodeResponse,
-  setRequestIdLow, setRequestSegment, setRwRequestHeader,
+  decodeIndirectSegments, decodeRequest, decodeResponse, DirectRwScratch, encodeIndirectSegments, encodeRequest, encodeResponse,
+  REQUEST_HEAD_BYTES, requestBytes, setRequestIdLow, setRequestSegment, setRwRequestHeader,
 } from '../../../shared/blkif/proto.ts';
+import { directEntry } from '../../helpers/blkif-arb.ts';
 import type { BlkifDiscardRequest, BlkifIndirectRequest, BlkifRequest, BlkifResponse, BlkifRwRequest, BlkifSegment } from '../../../shared/blkif/proto.ts';
 import {
   BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD, BLKIF_OP_INDIRECT, BLKIF_OP_READ,
@@ -199,6 +200,41 @@ describe('decoding guest-written entries', () => {
     for (const id of [0n, 1n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n]) {
       expect(decodeResponse(encodeResponse({ id, operation: 1, status: -1 })).id).toBe(id);
     }
+  });
+});
+
+describe('requestBytes: what a back end copies of an entry', () => {
+  const scratchOf = (b: Uint8Array) => {
+    const sc = new DirectRwScratch();
+    if (!sc.decode(new DataView(b.buffer, b.byteOffset, b.byteLength))) return null;
+    return { op: sc.operation, n: sc.nrSegments, h: sc.handle, sector: sc.sector, segs: sc.segs.map((x) => ({ ...x })) };
+  };
+
+  it('property: decodeRequest and DirectRwScratch.decode read no byte past requestBytes of the entry\'s head', () => {
+    // Plausible direct requests (any operation, 0..255 segments) and any bytes at all.
+    fc.assert(fc.property(fc.oneof(directEntry({ maxSector: 4096 }), entry), entry, (b, junk) => {
+      const n = requestBytes(b.subarray(0, REQUEST_HEAD_BYTES));
+      expect(n).toBeGreaterThanOrEqual(REQUEST_HEAD_BYTES);
+      expect(n).toBeLessThanOrEqual(ENTRY);
+      // The bytes past n replaced (a copy that left stale bytes there): nothing decodes differently.
+      const stale = b.slice();
+      stale.set(junk.subarray(n), n);
+      expect(decodeRequest(stale)).toEqual(decodeRequest(b));
+      expect(scratchOf(stale)).toEqual(scratchOf(b));
+    }), { numRuns: 2000 });
+  });
+
+  it('a direct READ or WRITE uses its header and segments (one at least, eleven at most); any other operation the whole entry', () => {
+    const head = (op: number, nseg: number): Uint8Array => {
+      const b = new Uint8Array(REQUEST_HEAD_BYTES);
+      b[0] = op;
+      b[1] = nseg;
+      return b;
+    };
+    expect(REQUEST_HEAD_BYTES).toBe(32);
+    expect([0, 1, 2, 11, 12, 255].map((n) => requestBytes(head(BLKIF_OP_READ, n)))).toEqual([32, 32, 40, 112, 112, 112]);
+    expect(requestBytes(head(BLKIF_OP_WRITE, 3))).toBe(48);
+    for (const op of [2, 3, 4, BLKIF_OP_DISCARD, BLKIF_OP_INDIRECT, 7, 0xff]) expect(requestBytes(head(op, 1))).toBe(ENTRY);
   });
 });
 

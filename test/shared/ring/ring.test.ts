@@ -119,6 +119,31 @@ describe('slot addressing (RING_GET_REQUEST / RING_GET_RESPONSE)', () => {
     expect(() => front.writeEntry(0, new Uint8Array(ENTRY + 1))).toThrow(RangeError);
   });
 
+  it('property: copyRequestPart copies any byte range of the next request\'s slot (at the wrap too) without taking it; consumeRequest takes it; a range outside the entry is refused, copying nothing', () => {
+    fc.assert(fc.property(ringSizes, anyStart, fc.nat(ENTRY), fc.nat(ENTRY), (size, start, a, b) => {
+      const { front, back } = pair(start, size);
+      const entry = Uint8Array.from({ length: ENTRY }, (_, i) => (i * 13 + 5) & 0xff);
+      front.putRequest(entry);
+      front.pushRequests();
+      const from = Math.min(a, b);
+      const to = Math.max(a, b);
+      const dst = new Uint8Array(ENTRY).fill(0xee);
+      back.copyRequestPart(from, dst.subarray(from, to));
+      expect(dst.subarray(from, to)).toEqual(entry.subarray(from, to));
+      expect([...dst.subarray(0, from), ...dst.subarray(to)].every((x) => x === 0xee)).toBe(true);
+      expect(back.reqCons).toBe(start);
+      expect(back.unconsumedRequests()).toBe(1);
+      const before = dst.slice();
+      expect(() => back.copyRequestPart(to, new Uint8Array(ENTRY - to + 1))).toThrow(RangeError);
+      expect(() => back.copyRequestPart(-1, dst.subarray(0, 1))).toThrow(RangeError);
+      expect(() => back.copyRequestPart(0.5, dst.subarray(0, 1))).toThrow(RangeError);
+      expect(dst).toEqual(before);
+      back.consumeRequest();
+      expect(back.reqCons).toBe(u32(start + 1));
+      expect(back.unconsumedRequests()).toBe(0);
+    }), { numRuns: 300 });
+  });
+
   it('property: takeResponsesInto copies the next n slots in index order, across the ring\'s end and 2^32, as n copyEntryInto calls would; rsp_cons moves by n; more than the ring, or a short buffer, is refused with nothing copied', () => {
     fc.assert(fc.property(ringSizes, anyStart, fc.nat(), (size, start, k) => {
       const { mem, g, front } = pair(start, size);

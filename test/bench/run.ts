@@ -9,6 +9,7 @@ import { benchGnttab } from './gnttab.ts';
 import { benchSchedSim, benchSchedThreads } from './sched.ts';
 import { benchToolstack, benchXenstore } from './toolstack.ts';
 import { benchBlk } from './blk.ts';
+import { benchBlkCosts } from './blk-costs.ts';
 import { benchPlacement } from './placement.ts';
 
 const BENCHES: Record<string, () => Promise<string>> = {
@@ -21,6 +22,7 @@ const BENCHES: Record<string, () => Promise<string>> = {
   xenstore: benchXenstore,
   placement: benchPlacement,
   blk: benchBlk,
+  'blk-costs': benchBlkCosts,
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

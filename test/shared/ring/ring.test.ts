@@ -141,6 +141,18 @@ describe('slot addressing (RING_GET_REQUEST / RING_GET_RESPONSE)', () => {
       back.consumeRequest();
       expect(back.reqCons).toBe(u32(start + 1));
       expect(back.unconsumedRequests()).toBe(0);
+      // The whole-entry forms (docs/rings.md): responses and the next request, each copied and taken.
+      back.putResponse(payload(1, RSP));
+      back.pushResponses();
+      expect(front.takeResponseInto(new Uint8Array(8))).toEqual(payload(1, RSP));
+      front.putRequest(entry.map((x) => x ^ 0x5a));
+      front.pushRequests();
+      expect(back.takeRequestInto(new Uint8Array(ENTRY))).toEqual(entry.map((x) => x ^ 0x5a));
+      expect(back.reqCons).toBe(u32(start + 2));
+      back.putResponse(payload(2, RSP));
+      back.pushResponses();
+      expect(front.takeResponseInto(new Uint8Array(8))).toEqual(payload(2, RSP));
+      expect(front.rspCons).toBe(u32(start + 2));
     }), { numRuns: 300 });
   });
 

@@ -23,7 +23,7 @@ import { diskAdd } from '../../dom0/toolstack/vbd.ts';
 import { liveSlot } from '../../hypervisor/domain.ts';
 import { BlockFront } from '../../domU/blkfront/blkfront.ts';
 import { BLKIF_RING_ENTRY_SIZE } from '../../shared/abi/blkif.ts';
-import { machineLine, table, updateBenchSection } from './report.ts';
+import { machineLine, spread, table, updateBenchSection } from './report.ts';
 
 /** Requests measured per run (after a quarter as many to warm up), and runs per figure (the median is kept). */
 const REQUESTS = 1 << 20;
@@ -91,6 +91,9 @@ export async function splitDriverCosts(order: number, requests = REQUESTS): Prom
     completeNs += Number(t3 - t2);
     if (served !== qd || completed !== (r + 1) * qd) throw new Error(`blk-costs: round ${r}: ${served} served, ${completed} of ${(r + 1) * qd} completed`);
   }
+  // Dom0 removes the device (unmapping the ring and the persistent grants) and stops its daemons.
+  await tb.driver.close();
+  await tb.xsd.close();
   const n = rounds * qd;
   return { issue: issueNs / n, serve: serveNs / n, complete: completeNs / n };
 }
@@ -141,8 +144,11 @@ export function rawRingCost(size: number, requests = REQUESTS): number {
   return ns / (rounds * size);
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 const ns = (x: number): string => `${x.toFixed(0)} ns`;
+const nsRange = (xs: readonly number[]): string => {
+  const r = spread(xs);
+  return `${ns(r.median)} (${r.lo.toFixed(0)} .. ${r.hi.toFixed(0)})`;
+};
 
 export async function benchBlkCosts(): Promise<string> {
   const rows: string[][] = [];
@@ -154,20 +160,21 @@ export async function benchBlkCosts(): Promise<string> {
       raws.push(rawRingCost(size));
       runs.push(await splitDriverCosts(order));
     }
-    const issue = median(runs.map((r) => r.issue));
-    const serve = median(runs.map((r) => r.serve));
-    const complete = median(runs.map((r) => r.complete));
-    const total = median(runs.map((r) => r.issue + r.serve + r.complete));
-    const raw = median(raws);
-    rows.push([`${order} (${size} slots), QD ${size}`, ns(issue), ns(serve), ns(complete), ns(total), ns(raw), `${(total / raw).toFixed(1)}x`]);
+    const totals = runs.map((r) => r.issue + r.serve + r.complete);
+    const total = spread(totals).median;
+    const raw = spread(raws).median;
+    rows.push([
+      `${order} (${size} slots), QD ${size}`, ns(spread(runs.map((r) => r.issue)).median), ns(spread(runs.map((r) => r.serve)).median),
+      ns(spread(runs.map((r) => r.complete)).median), nsRange(totals), nsRange(raws), `${(total / raw).toFixed(1)}x`,
+    ]);
   }
   const md = `## Block split driver, each half's cost a request (\`blk-costs\`)
 
 ${machineLine()}. One thread: the real blkfront and the real blkback (null
 device, persistent grants, 1-sector zero-copy READs with completion callbacks),
 a ring's worth a round, blkback served by its poller (as Dom0's spin serves it:
-no notifications); median of ${RUNS} runs of ${REQUESTS} requests each (single
-runs scatter by ~25% on a shared host). The baseline: the same requests and
+no notifications); median of ${RUNS} runs of ${REQUESTS} requests each, the
+totals' range in brackets (single runs scatter by ~25% on a shared host). The baseline: the same requests and
 responses through a raw SharedArrayBuffer ring on the same thread, nothing
 checked (test/bench/blk-costs.ts). What the two threads of the pipeline add to
 these (cache lines moving between cores, polling, the kernel loops) is in the

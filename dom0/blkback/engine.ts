@@ -238,7 +238,11 @@ export class BlkifEngine {
   /** The private copy of the request being handled (BLKIF_RING_ENTRY_SIZE bytes; see takeRequest). */
   private readonly entry = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
   private readonly entryView = new DataView(this.entry.buffer);
-  /** `entry`'s first REQUEST_HEAD_BYTES, and its bytes from there to each end requestBytes can give (made once). */
+  /**
+   * `entry`'s first REQUEST_HEAD_BYTES, and its bytes from there to each end
+   * requestBytes can give: made once (a subarray per request would allocate,
+   * and miss GuestMemory.readInto's word views, which are kept per array).
+   */
   private readonly entryHead = this.entry.subarray(0, REQUEST_HEAD_BYTES);
   private readonly entryRest = Array.from({ length: BLKIF_RING_ENTRY_SIZE + 1 }, (_, end) => this.entry.subarray(REQUEST_HEAD_BYTES, Math.max(REQUEST_HEAD_BYTES, end)));
   /** The common case (direct READ/WRITE) decoded from `entry` without allocating. */

@@ -26,6 +26,7 @@ import { runBenchGuests } from './boot-guest.ts';
 import { damonLine, ensureResident, missingBytes, residency } from './page-cache.ts';
 import { messagePortRate, rawRingRate } from './raw-ring.ts';
 import { machineLine, spread, table, timed, updateBenchSection } from './report.ts';
+import { machineMemory, MEM_SKEW } from '../../hypervisor/state.ts';
 
 const MIB = 1 << 20;
 const IMG_BYTES = 64 * MIB;
@@ -221,24 +222,36 @@ function fsRandRead(file: string, ms: number, noatime = false): number {
 }
 
 /**
- * 1 MiB sequential readSync/writeSync over the file. `spanMiB` 1: one reused
- * buffer (the baseline the targets are against; it stays in the CPU's
- * caches); more: the buffer moves through that many MiB of memory, so that
- * each I/O touches memory not in the caches. `skew`: where the buffer starts
- * in its allocation, in bytes.
+ * 1 MiB sequential readSync/writeSync over the file for `ms` (one window, as
+ * a guest run is one), ensuring the file resident first. The buffer lies
+ * where a guest's data does: MEM_SKEW bytes past a page boundary of memory
+ * allocated as machine memory is (hypervisor/state.ts machineMemory), so the
+ * kernel's copy between it and the page cache lines up the way it does for
+ * blkback's I/O into guest frames. Where a buffer lies matters on this
+ * machine's CPU: the copy runs at a third of its speed or less when the
+ * destination lies 1-31 bytes past the source modulo 4 KiB (docs/benchmarks.md,
+ * machine memory placement); MEM_SKEW is clear of that band both ways, and a
+ * malloc'ed buffer's placement would be the allocator's. `spanMiB` 1: one
+ * reused buffer (the baseline the targets are against; it stays in the CPU's
+ * caches); more: the buffer moves through that many MiB, so that each I/O
+ * touches memory not in the caches. One window, not the fastest of several:
+ * the fastest of four 250 ms windows (this baseline until 2026-11-22, one per
+ * placement) read 5-30% above single 1000 ms windows of the same loop in
+ * interleaved runs, the top of the host's noise rather than the loop's rate,
+ * against a guest measured in one window.
  */
-function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1, skew = 0): number {
+function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1): number {
+  ensureResident(file, imageChunk(file));
   const fd = fs.openSync(file, 'r+');
   try {
-    const area = new Uint8Array(spanMiB * MIB + 4096);
+    const area = new Uint8Array(machineMemory(MEM_SKEW + spanMiB * MIB), MEM_SKEW, spanMiB * MIB);
     for (let i = 0; i < area.length; i += 64) area[i] = (i >>> 6) & 0xff;
     let pos = 0;
     let at = 0;
     const step = (): void => {
-      const buf = area.subarray(skew + at, skew + at + MIB);
-      at = (at + MIB) % (spanMiB * MIB);
-      const n = write ? fs.writeSync(fd, buf, 0, MIB, pos) : fs.readSync(fd, buf, 0, MIB, pos);
+      const n = write ? fs.writeSync(fd, area, at, MIB, pos) : fs.readSync(fd, area, at, MIB, pos);
       if (n !== MIB) throw new Error('short I/O');
+      at = (at + MIB) % (spanMiB * MIB);
       pos = (pos + MIB) % IMG_BYTES;
     };
     timed(200, step);
@@ -247,27 +260,6 @@ function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1, skew = 0):
   } finally {
     fs.closeSync(fd);
   }
-}
-
-/** Where the 1 MiB fs baseline's buffer is tried, in bytes from the start of its allocation. */
-const FS_SKEWS = [0, 16, 2048, 2064] as const;
-
-/**
- * The 1 MiB fs baseline: the best of four placements of the buffer in one
- * allocation. Where a buffer lies matters on this machine's CPU: the kernel's
- * copy between a page-cache page and a user buffer runs at a third of its
- * speed or less when the destination lies 1-31 bytes past the source modulo
- * 4 KiB (docs/benchmarks.md, machine memory placement). A JS buffer's address
- * is not ours to choose (a large one is malloc's: 16 bytes past a page
- * boundary with glibc): placements 16 bytes and 2 KiB apart keep at least two
- * of the four out of that band, so the baseline is the fastest the loop can
- * be here.
- */
-function fsSeqBest(file: string, write: boolean, ms: number, spanMiB = 1): { best: number; skews: number[] } {
-  // One residency check for the four placements: they run back to back, each going through the whole image.
-  ensureResident(file, imageChunk(file));
-  const skews = FS_SKEWS.map((k) => fsSeq(file, write, ms / FS_SKEWS.length, spanMiB, k));
-  return { best: Math.max(...skews), skews };
 }
 
 /** The chunk size each image was written in (makeImage), for reading it back in (ensureResident). */
@@ -406,13 +398,13 @@ export async function benchBlk(): Promise<string> {
       all.push(g);
       randRuns.push({ zc, persistent, order, jobs, g });
     }
-    const seqReadBase = fsSeqBest(img, false, SEQ_RUN_MS);
-    const seqWriteBase = fsSeqBest(img, true, SEQ_RUN_MS);
-    const fsSeqReadCold = fsSeqBest(img, false, SEQ_RUN_MS, COLD_SPAN_MIB).best;
-    const fsSeqWriteCold = fsSeqBest(img, true, SEQ_RUN_MS, COLD_SPAN_MIB).best;
+    const seqReadBase = fsSeq(img, false, SEQ_RUN_MS);
+    const seqWriteBase = fsSeq(img, true, SEQ_RUN_MS);
+    const fsSeqReadCold = fsSeq(img, false, SEQ_RUN_MS, COLD_SPAN_MIB);
+    const fsSeqWriteCold = fsSeq(img, true, SEQ_RUN_MS, COLD_SPAN_MIB);
     // The same footprint as the guest's I/Os in flight (SEQ_INFLIGHT buffers of 1 MiB).
-    const fsSeqReadQd = fsSeqBest(img, false, SEQ_RUN_MS, SEQ_INFLIGHT).best;
-    const fsSeqWriteQd = fsSeqBest(img, true, SEQ_RUN_MS, SEQ_INFLIGHT).best;
+    const fsSeqReadQd = fsSeq(img, false, SEQ_RUN_MS, SEQ_INFLIGHT);
+    const fsSeqWriteQd = fsSeq(img, true, SEQ_RUN_MS, SEQ_INFLIGHT);
     const seqRuns: Array<{ zc: boolean; jobs: boolean; rd: GuestFigures; wr: GuestFigures }> = [];
     const seqCases: Array<{ zc: boolean; indirect: number; persistent: boolean; order: number; jobs: boolean }> = [];
     for (const zc of [false, true]) {
@@ -429,8 +421,8 @@ export async function benchBlk(): Promise<string> {
       all.push(rd!, wr!);
       seqRuns.push({ zc, jobs, rd: rd!, wr: wr! });
     }
-    const fsSeqRead2 = fsSeqBest(img, false, SEQ_RUN_MS).best;
-    const fsSeqWrite2 = fsSeqBest(img, true, SEQ_RUN_MS).best;
+    const fsSeqRead2 = fsSeq(img, false, SEQ_RUN_MS);
+    const fsSeqWrite2 = fsSeq(img, true, SEQ_RUN_MS);
     const fsRand2 = fsRandRead(img, RUN_MS);
     const fsRandNoatime = Math.max(fsRandNoatime1, fsRandRead(img, RUN_MS, true));
     // Each target is against the fastest the fs loop went in this run: at the
@@ -440,8 +432,8 @@ export async function benchBlk(): Promise<string> {
     // pass dirties the whole image), and the guest should not gain from a
     // baseline that caught a slow moment.
     const fsRand = Math.max(fsRand1, fsRand2);
-    const fsSeqRead = Math.max(seqReadBase.best, fsSeqRead2, fsSeqReadQd);
-    const fsSeqWrite = Math.max(seqWriteBase.best, fsSeqWrite2, fsSeqWriteQd);
+    const fsSeqRead = Math.max(seqReadBase, fsSeqRead2, fsSeqReadQd);
+    const fsSeqWrite = Math.max(seqWriteBase, fsSeqWrite2, fsSeqWriteQd);
     const randRows = randRuns.map(({ zc, persistent, order, jobs, g }) => {
       const r = perSec(g) / fsRand;
       return [(zc ? 'zero-copy (readPages)' : 'copy (readInto)') + (jobs ? '' : ', host DMA jobs off (reference)'), persistent ? 'on' : 'off', `${order} (${g.rs} slots)`, withRuns(g, perSec(g), fmtK), fmtK(fsRand), pct(r), verdict(r >= 0.7)];
@@ -463,7 +455,7 @@ export async function benchBlk(): Promise<string> {
       { o: { tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, disk: fileDisk,
         baseline: () => [fsRandRead(img, RUN_MS)] },
       { o: { tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, disk: fileDisk,
-        baseline: () => [fsSeqBest(img, false, SEQ_RUN_MS).best, fsSeqBest(img, true, SEQ_RUN_MS).best] },
+        baseline: () => [fsSeq(img, false, SEQ_RUN_MS), fsSeq(img, true, SEQ_RUN_MS)] },
     ]);
 
     // 4. Reference: the same image written 4 KiB at a time (cached in 4 KiB folios).
@@ -472,14 +464,14 @@ export async function benchBlk(): Promise<string> {
     makeImage(img4k, 4096);
     const disk4k: DiskSpec = { ...fileDisk, target: img4k };
     const fsRand4kA = fsRandRead(img4k, RUN_MS);
-    const fsSeqRead4kA = fsSeqBest(img4k, false, SEQ_RUN_MS).best;
-    const fsSeqWrite4kA = fsSeqBest(img4k, true, SEQ_RUN_MS).best;
+    const fsSeqRead4kA = fsSeq(img4k, false, SEQ_RUN_MS);
+    const fsSeqWrite4kA = fsSeq(img4k, true, SEQ_RUN_MS);
     const rand4kSmall = (await guestRun({ tests: ['rand4k'], persistent: true, indirect: 0, order: 0, qd: 32, maxPages: 256, runMs: RUN_MS, zc: true }, disk4k))[0]!;
     const [rdSmall, wrSmall] = await guestRun({ tests: ['seqread', 'seqwrite'], persistent: true, indirect: 256, order: 0, qd: SEQ_INFLIGHT, maxPages: SEQ_MAXPAGES, runMs: SEQ_RUN_MS, zc: true }, disk4k);
     // The fastest of before and after the guest runs, as above.
     const fsRand4k = Math.max(fsRand4kA, fsRandRead(img4k, RUN_MS));
-    const fsSeqRead4k = Math.max(fsSeqRead4kA, fsSeqBest(img4k, false, SEQ_RUN_MS).best);
-    const fsSeqWrite4k = Math.max(fsSeqWrite4kA, fsSeqBest(img4k, true, SEQ_RUN_MS).best);
+    const fsSeqRead4k = Math.max(fsSeqRead4kA, fsSeq(img4k, false, SEQ_RUN_MS));
+    const fsSeqWrite4k = Math.max(fsSeqWrite4kA, fsSeq(img4k, true, SEQ_RUN_MS));
 
     const pairedRow = (test: string, p: Paired, f: (x: number) => string, target: number, r: (x: number) => string = pct): string[] => [
       test, p.rates.map(f).join(', '), p.bases.map(([x, y]) => `${f(x)} / ${f(y)}`).join(', '), p.ratios.map(r).join(', '), r(p.median), `>= ${r(target)}`, verdict(p.median >= target),
@@ -627,8 +619,9 @@ the median of three runs, the range in brackets), and fs.readSync/writeSync on t
 image file (written with random bytes, fdatasync'ed and read once beforehand,
 so it is in the page cache; in ${path.dirname(dir)}; ${residencyText()}), measured before the guest runs and
 again after them: each file target is against the fastest of those (listed under
-section 3). The 1 MiB fs baselines take the best of four placements of their buffer
-(see "Machine memory placement").
+section 3). The 1 MiB fs loops' buffer lies where the guest's data does (MEM_SKEW bytes
+past a page boundary of memory allocated as machine memory is; see "Machine memory
+placement"), and each baseline is one window as long as a guest run's.
 
 Data paths. "copy": the guest reads into (writes from) its own Uint8Array with
 readInto/write, and blkfront copies between it and pool pages granted to the
@@ -671,8 +664,8 @@ ${pct(mibps(sq('seqread', 1, 256, 0, 1)) / fsSeqReadQd)}, write ${pct(mibps(sq('
 
 The fs baselines each target is against are the fastest of the fs loop's measurements in
 this run: 4 KiB random reads ${fmtK(fsRand1)} at the start, ${fmtK(fsRand2)} at the end; 1 MiB reads
-${fmtM(seqReadBase.best)} at the start, ${fmtM(fsSeqRead2)} at the end, ${fmtM(fsSeqReadQd)} through ${SEQ_INFLIGHT} MiB; 1 MiB writes
-${fmtM(seqWriteBase.best)}, ${fmtM(fsSeqWrite2)}, ${fmtM(fsSeqWriteQd)} (the host's page cache and writeback move them by tens
+${fmtM(seqReadBase)} at the start, ${fmtM(fsSeqRead2)} at the end, ${fmtM(fsSeqReadQd)} through ${SEQ_INFLIGHT} MiB; 1 MiB writes
+${fmtM(seqWriteBase)}, ${fmtM(fsSeqWrite2)}, ${fmtM(fsSeqWriteQd)} (the host's page cache and writeback move them by tens
 of % within a run).
 
 ### 3b. The targets, each run between two baselines
@@ -680,12 +673,12 @@ of % within a run).
 The target configurations of sections 1, 2 and 3 again, in ${PAIRED_ROUNDS} rounds: in each
 round every configuration runs once, just after and just before a measurement of its
 baseline (MessagePort request/response at the same depth; the fs loop, the same as above:
-4 KiB random readSync, 1 MiB readSync/writeSync, best of four buffer placements). Each run
+4 KiB random readSync, 1 MiB readSync/writeSync, each one window as long as the guest's). Each run
 is compared with the mean of the two baselines around it, seconds apart; the figure is the
 median of the ${PAIRED_ROUNDS} rounds' ratios, and the rounds spread each configuration's runs over
 the minutes they take. The tables above compare the median run with the fastest baseline
 of the whole run instead, minutes away from it: the stricter figure while the machine
-drifts (the fs loops moved by ${pct(Math.abs(fsRand2 - fsRand1) / Math.max(fsRand1, fsRand2))} (4 KiB) and ${pct(Math.abs(fsSeqRead2 - seqReadBase.best) / Math.max(fsSeqRead2, seqReadBase.best))} (1 MiB
+drifts (the fs loops moved by ${pct(Math.abs(fsRand2 - fsRand1) / Math.max(fsRand1, fsRand2))} (4 KiB) and ${pct(Math.abs(fsSeqRead2 - seqReadBase) / Math.max(fsSeqRead2, seqReadBase))} (1 MiB
 reads) between the start and the end of this run; MessagePort and the guest's null rate
 moved by up to 2x, and not together).
 

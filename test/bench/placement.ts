@@ -76,8 +76,9 @@ memory 1-31 bytes past a page boundary, writes from memory 1-31 bytes before one
 Frames start MEM_SKEW (${MEM_SKEW}) bytes past page boundaries, clear of both. A plain
 \`new SharedArrayBuffer\` of this size starts 16 bytes past a page boundary (glibc's
 malloc header), so frames placed in one depended on the allocator; a private buffer's
-placement is the allocator's too, so the block benchmark's 1 MiB fs baseline takes the
-best of four placements, 16 bytes and 2 KiB apart.`;
+placement is the allocator's too, so the block benchmark's 1 MiB fs baseline puts its
+buffer where a guest's data lies: MEM_SKEW bytes past a page boundary of memory allocated
+as machine memory is.`;
     updateBenchSection('placement', md);
     return md;
   } finally {

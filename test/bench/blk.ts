@@ -114,7 +114,7 @@ async function guestRun(o: GuestOpts, disk: DiskSpec): Promise<GuestFigures[]> {
 }
 
 /** Rounds of the target configurations, each run between two baselines (pairedRounds). */
-const PAIRED_ROUNDS = 5;
+const PAIRED_ROUNDS = 7;
 
 /** A target configuration measured in pairs (pairedRounds): for one test. */
 interface Paired {

@@ -22,11 +22,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { PvBuildConfig } from '../../dom0/builder.ts';
 import type { DiskSpec } from '../../dom0/toolstack/disk.ts';
+import { machineMemory, MEM_SKEW } from '../../hypervisor/state.ts';
 import { runBenchGuests } from './boot-guest.ts';
 import { damonLine, ensureResident, missingBytes, residency } from './page-cache.ts';
 import { messagePortRate, rawRingRate } from './raw-ring.ts';
 import { machineLine, spread, table, timed, updateBenchSection } from './report.ts';
-import { machineMemory, MEM_SKEW } from '../../hypervisor/state.ts';
 
 const MIB = 1 << 20;
 const IMG_BYTES = 64 * MIB;
@@ -236,8 +236,8 @@ function fsRandRead(file: string, ms: number, noatime = false): number {
  * caches); more: the buffer moves through that many MiB, so that each I/O
  * touches memory not in the caches. One window, not the fastest of several:
  * the fastest of four 250 ms windows (this baseline until 2026-11-22, one per
- * placement) read 5-30% above single 1000 ms windows of the same loop in
- * interleaved runs, the top of the host's noise rather than the loop's rate,
+ * placement) read 9-29% above single 1000 ms windows of the same loop in
+ * interleaved runs (docs/block.md), the top of the host's noise rather than the loop's rate,
  * against a guest measured in one window.
  */
 function fsSeq(file: string, write: boolean, ms: number, spanMiB = 1): number {

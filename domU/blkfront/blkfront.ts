@@ -367,8 +367,7 @@ export class BlockFront {
       this.dp.settle(op);
       return undefined;
     }
-    this.dp.queue.push({ op, sector, count, offset });
-    this.dp.dispatch();
+    this.dp.submit(op, sector, count, offset);
     return undefined;
   }
 

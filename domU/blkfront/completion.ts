@@ -60,18 +60,20 @@ export class ResponseCopy {
  * the buffer's own pages (zero-copy).
  */
 export function copyOut(xen: Xen, sh: Shadow): void {
-  const { op, count, offset } = sh.piece;
+  const op = sh.op!;
   if (op.blk !== null) return;
+  const count = sh.count;
+  const offset = sh.offset;
   const buf = op.buf as Uint8Array;
   const mem = xen.k.mem;
   const bytes = count * BLKIF_SECTOR_SIZE;
   const pages = sh.pages;
   // One page filling the caller's whole buffer (a 4 KiB read, or less): no view to make.
-  if (pages.length === 1 && offset === 0 && bytes === buf.length) {
+  if (sh.npages === 1 && offset === 0 && bytes === buf.length) {
     mem.readInto(pages[0]!.gpa, buf);
     return;
   }
-  for (let k = 0; k < pages.length; k++) {
+  for (let k = 0; k < sh.npages; k++) {
     const at = offset + k * PAGE_SIZE;
     mem.readInto(pages[k]!.gpa, buf.subarray(at, at + Math.min(PAGE_SIZE, bytes - k * PAGE_SIZE)));
   }

@@ -9,23 +9,25 @@
  * Hot path: no allocation per response (read in place from one reused
  * copy), and per request only what the shadow keeps.
  */
-import { BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY } from '../../shared/abi/blkif.ts';
+import { BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';
 import { microtask } from '../../shared/guest/microtask.ts';
 import type { XenbusStateName } from '../../shared/xenbus/state.ts';
 import { copyOut, ResponseCopy, u64Text, withoutFeature } from './completion.ts';
 import type { DataPages } from './grants.ts';
 import { PushBatch } from './push.ts';
-import { RequestWriter, type IssueResult } from './requests.ts';
+import { ISSUE_NO_FLUSH, ISSUE_NO_PAGES, RequestWriter } from './requests.ts';
 import type { BlkRing, IoOp, Piece, Shadow } from './ring.ts';
 import { BlkfrontError, blkifStatusName, type BlkFeatures, type BlkfrontStats } from './types.ts';
+
+const SECTOR = BLKIF_SECTOR_SIZE;
 
 export const NO_FLUSH = 'flush: the backend offers neither feature-flush-cache nor feature-barrier';
 export const NO_DISCARD = 'discard: the backend does not offer feature-discard';
 
-/** The error of a flush or discard the backend does not offer (IssueResult 'no-flush' / 'no-discard'). */
-function unsupported(r: Exclude<IssueResult, 'issued' | 'no-pages'>): BlkfrontError {
-  return new BlkfrontError('unsupported', r === 'no-flush' ? NO_FLUSH : NO_DISCARD);
+/** The error of a flush or discard the backend does not offer (ISSUE_NO_FLUSH / ISSUE_NO_DISCARD). */
+function unsupported(r: number): BlkfrontError {
+  return new BlkfrontError('unsupported', r === ISSUE_NO_FLUSH ? NO_FLUSH : NO_DISCARD);
 }
 
 /** What the data path needs of the device (blkfront.ts). */
@@ -190,40 +192,45 @@ export class BlkDataPath {
 
   /** One response (its u64 id as two words). False if it was hostile (the ring is stopped). */
   private complete(ring: BlkRing, id: number, idHigh: number, operation: number, status: number): boolean {
-    const sh = ring.takeShadow(id, idHigh);
+    const sh = ring.shadowOf(id, idHigh);
     if (!sh) {
       this.hostile('response with an unknown id', { id: u64Text(id, idHigh) });
       return false;
     }
+    const op = sh.op!;
     if (operation !== sh.operation && operation !== sh.indirectOp) {
-      this.retire(sh, new BlkfrontError('ring-broken', `response of operation ${operation} to a request of operation ${sh.operation}`));
-      this.hostile('response with the wrong operation', { id: u64Text(id, idHigh), operation, expected: sh.operation });
+      const expected = sh.operation;
+      this.retire(ring, sh, new BlkfrontError('ring-broken', `response of operation ${operation} to a request of operation ${expected}`));
+      this.hostile('response with the wrong operation', { id: u64Text(id, idHigh), operation, expected });
       return false;
     }
     let err: BlkfrontError | undefined;
     if (status !== BLKIF_RSP_OKAY) {
-      err = new BlkfrontError('status', `${sh.piece.op.kind} of sectors ${sh.piece.sector}+${sh.piece.count}: ${blkifStatusName(status)}`, status);
+      err = new BlkfrontError('status', `${op.kind} of sectors ${sh.sector}+${sh.count}: ${blkifStatusName(status)}`, status);
       // Linux turns a feature off when the backend says EOPNOTSUPP to it.
       if (status === BLKIF_RSP_EOPNOTSUPP && this.feat) this.feat = withoutFeature(this.feat, sh.operation);
-    } else if (sh.piece.op.kind === 'read') {
+    } else if (op.kind === 'read') {
       copyOut(this.ev.xen, sh);
     }
-    this.retire(sh, err);
+    this.retire(ring, sh, err);
     return true;
   }
 
-  /** A request is over: its pages go back (grants ended unless persistent) and its piece is accounted. */
-  private retire(sh: Shadow, err: Error | undefined): void {
+  /** A request is over: its pages go back (grants ended unless persistent), its id is freed and its part of the I/O accounted. */
+  private retire(ring: BlkRing, sh: Shadow, err: Error | undefined): void {
     // Indexed loops: a for-of here ran V8's array iterator builtin per request (profiled).
     const pages = sh.pages;
-    for (let i = 0; i < pages.length; i++) this.pages.give(pages[i]!);
+    for (let i = 0; i < sh.npages; i++) this.pages.give(pages[i]!);
     const ind = sh.indirectPages;
-    for (let i = 0; i < ind.length; i++) this.pages.give(ind[i]!);
-    this.finishPiece(sh.piece, err);
+    for (let i = 0; i < sh.nind; i++) this.pages.give(ind[i]!);
+    const op = sh.op!;
+    const count = sh.count;
+    ring.freeShadow(sh);
+    this.finishPiece(op, count, err);
   }
 
-  private finishPiece(piece: Piece, err: Error | undefined): void {
-    const op = piece.op;
+  /** `count` units of `op` are over (answered, failed, or never sent), with `err` if they failed. */
+  private finishPiece(op: IoOp, count: number, err: Error | undefined): void {
     if (err && !op.error) {
       op.error = err;
       // The I/O has failed: what of it is still queued is not sent.
@@ -231,7 +238,7 @@ export class BlkDataPath {
         if (this.queue[i]!.op === op) op.left -= this.queue.splice(i, 1)[0]!.count;
       }
     }
-    op.left -= piece.count;
+    op.left -= count;
     if (op.left <= 0 && !op.settled) this.settle(op);
     if (this.queue.length === 0 && this.inFlight === 0) this.wakeDrainWaiters();
     if (this.inFlight === 0 && this.host.state() === 'Closing' && !this.host.finalised()) this.host.idleWhileClosing();
@@ -276,6 +283,35 @@ export class BlkDataPath {
   };
 
   /**
+   * A new I/O's `count` units from `sector`, its data at byte `offset` of
+   * op.buf: on the ring at once if nothing waits before it and the ring has
+   * room (no queue entry made), else queued and issued in order.
+   */
+  submit(op: IoOp, sector: number, count: number, offset: number): void {
+    const ring = this.ring;
+    if (this.queue.length === 0 && ring !== undefined && !this.broken && ring.canQueue && this.host.state() === 'Connected') {
+      const r = this.writer.issue(ring, op, sector, count, offset, this.features);
+      if (r === count) {
+        this.batch.added(1, !ring.canQueue);
+        return;
+      }
+      if (r > 0) {
+        // Longer than one request: the rest waits at the queue's head.
+        this.queue.push({ op, sector: sector + r, count: count - r, offset: offset + r * SECTOR });
+        this.batch.added(1, false);
+        this.dispatch();
+        return;
+      }
+      if (r !== ISSUE_NO_PAGES) {
+        this.finishPiece(op, count, unsupported(r));
+        return;
+      }
+    }
+    this.queue.push({ op, sector, count, offset });
+    this.dispatch();
+  }
+
+  /**
    * Put queued pieces on the ring while there are slots, ids and pages. They
    * are pushed (and the backend notified if it asked) once at the end of the
    * burst (pushRequests), or at once if nothing more fits.
@@ -285,10 +321,18 @@ export class BlkDataPath {
     if (!ring || this.broken || this.host.state() !== 'Connected') return;
     let put = 0;
     while (this.queue.length > 0 && ring.canQueue) {
-      const r = this.writer.issue(ring, this.queue, this.features);
-      if (r === 'no-pages') break;
-      // A flush or discard the backend does not offer fails without a request (it still counts as put).
-      if (r !== 'issued') this.finishPiece(this.queue.shift()!, unsupported(r));
+      const p = this.queue[0]!;
+      const r = this.writer.issue(ring, p.op, p.sector, p.count, p.offset, this.features);
+      if (r === ISSUE_NO_PAGES) break;
+      if (r === p.count) {
+        this.queue.shift();
+      } else if (r > 0) {
+        this.queue[0] = { op: p.op, sector: p.sector + r, count: p.count - r, offset: p.offset + r * SECTOR };
+      } else {
+        // A flush or discard the backend does not offer fails without a request (it still counts as put).
+        this.queue.shift();
+        this.finishPiece(p.op, p.count, unsupported(r));
+      }
       put++;
     }
     if (put === 0) return;
@@ -319,17 +363,14 @@ export class BlkDataPath {
     if (!ring) return;
     this.ring = undefined;
     this.batch.unpushed = 0;
-    const shadows = ring.takeAll();
-    for (const sh of shadows) {
-      for (const p of sh.pages) this.pages.give(p);
-      for (const p of sh.indirectPages) this.pages.give(p);
-    }
+    const unanswered = ring.takeAll();
+    for (const u of unanswered) for (const p of u.pages) this.pages.give(p);
     if (err) {
-      for (const sh of shadows) this.finishPiece(sh.piece, err);
+      for (const u of unanswered) this.finishPiece(u.piece.op, u.piece.count, err);
     } else {
-      const again = shadows.filter((sh) => !sh.piece.op.error);
-      for (const sh of shadows) if (sh.piece.op.error) this.finishPiece(sh.piece, undefined);
-      this.queue.unshift(...again.map((sh) => sh.piece));
+      const again = unanswered.filter((u) => !u.piece.op.error);
+      for (const u of unanswered) if (u.piece.op.error) this.finishPiece(u.piece.op, u.piece.count, undefined);
+      this.queue.unshift(...again.map((u) => u.piece));
       this.stats.reissued += again.length;
     }
     this.pages.revokeAll();
@@ -343,6 +384,9 @@ export class BlkDataPath {
   }
 
   failQueued(err: Error): void {
-    while (this.queue.length > 0) this.finishPiece(this.queue.shift()!, err);
+    while (this.queue.length > 0) {
+      const p = this.queue.shift()!;
+      this.finishPiece(p.op, p.count, err);
+    }
   }
 }

@@ -1,6 +1,7 @@
 /**
- * Building blkif requests (Linux blkfront's blkif_queue_request): the head of
- * the driver's queue becomes one request on the ring. Flush, barrier and
+ * Building blkif requests (Linux blkfront's blkif_queue_request): an I/O just
+ * submitted, or the head of the driver's queue, becomes one request on the
+ * ring, recorded in the shadow of the id it takes. Flush, barrier and
  * discard carry no segments; a read or write covers up to the segment limit,
  * direct (segments in the entry, BLKIF_MAX_SEGMENTS_PER_REQUEST at most) or
  * indirect (segments listed in granted indirect pages, BLKIF_OP_INDIRECT).
@@ -22,7 +23,7 @@ import {
 import type { Xen } from '../../shared/guest/xen.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { DataPages, GrantedPage } from './grants.ts';
-import type { BlkRing, Piece } from './ring.ts';
+import type { BlkRing, IoOp, Shadow } from './ring.ts';
 import type { BlkDiskInfo, BlkFeatures, BlkfrontStats } from './types.ts';
 
 const SECTOR = BLKIF_SECTOR_SIZE;
@@ -34,16 +35,15 @@ const ZERO_ENTRY = new Uint8Array(BLKIF_RING_ENTRY_SIZE);
 /** Bytes of a direct request up to the end of its segment array (struct blkif_request's seg[] at its offset). */
 const directBytes = (nseg: number): number => BLKIF_REQUEST.fields.seg.offset + nseg * BLKIF_REQUEST_SEGMENT.size;
 
-/** The pages of a request that has none (shared; frozen). */
-const NO_PAGES: readonly GrantedPage[] = Object.freeze([]);
-
 /**
- * What `issue` did with the queue's head: 'issued' (a request is on the ring,
- * the head consumed or shortened), 'no-pages' (the page budget is spent:
- * nothing done), 'no-flush' / 'no-discard' (the backend does not offer the
- * operation: nothing done; the caller takes the head off and fails it).
+ * What `issue` returns when it puts nothing on the ring (all negative; a
+ * request issued returns the units it covers): the page budget is spent
+ * (the caller waits for responses to give pages back), or the backend
+ * offers no flush / no discard (the caller fails the I/O).
  */
-export type IssueResult = 'issued' | 'no-pages' | 'no-flush' | 'no-discard';
+export const ISSUE_NO_PAGES = -1;
+export const ISSUE_NO_FLUSH = -2;
+export const ISSUE_NO_DISCARD = -3;
 
 /**
  * Why `sector`+`count` cannot be done on `d` (outside the disk, or not
@@ -85,46 +85,50 @@ export class RequestWriter {
     private readonly stats: BlkfrontStats,
   ) {}
 
-  /** Put the head of `queue` on `ring` as one request (the caller checked ring.canQueue). */
-  issue(ring: BlkRing, queue: Piece[], f: BlkFeatures): IssueResult {
-    const piece = queue[0]!;
-    const kind = piece.op.kind;
-    if (kind === 'flush' || kind === 'discard') return this.issueNoData(ring, queue, piece, f);
-    return this.issueReadWrite(ring, queue, piece, f);
+  /**
+   * Put on `ring` (the caller checked canQueue) one request for the first
+   * units of `count` from `sector` of `op`, whose data is at byte `offset`
+   * of op.buf. Returns how many units it covers (all of them but for a
+   * read or write longer than one request takes), or ISSUE_NO_PAGES /
+   * ISSUE_NO_FLUSH / ISSUE_NO_DISCARD (nothing done).
+   */
+  issue(ring: BlkRing, op: IoOp, sector: number, count: number, offset: number, f: BlkFeatures): number {
+    const kind = op.kind;
+    if (kind === 'flush' || kind === 'discard') return this.issueNoData(ring, op, sector, count, f);
+    return this.issueReadWrite(ring, op, sector, count, offset, f);
   }
 
   /** BLKIF_OP_DISCARD, BLKIF_OP_FLUSH_DISKCACHE or (else) BLKIF_OP_WRITE_BARRIER. */
-  private issueNoData(ring: BlkRing, queue: Piece[], piece: Piece, f: BlkFeatures): IssueResult {
-    const kind = piece.op.kind;
+  private issueNoData(ring: BlkRing, op: IoOp, sector: number, count: number, f: BlkFeatures): number {
+    const kind = op.kind;
     let operation: number;
     if (kind === 'discard') operation = BLKIF_OP_DISCARD;
     else if (f.flushCache) operation = BLKIF_OP_FLUSH_DISKCACHE;
     else if (f.barrier) operation = BLKIF_OP_WRITE_BARRIER;
-    else return 'no-flush';
-    if (kind === 'discard' && !f.discard) return 'no-discard';
-    queue.shift();
-    const sh = ring.addShadow(piece, operation, undefined, NO_PAGES, NO_PAGES);
+    else return ISSUE_NO_FLUSH;
+    if (kind === 'discard' && !f.discard) return ISSUE_NO_DISCARD;
+    const sh = ring.claimShadow();
+    fillShadow(sh, op, sector, count, 0, operation, -1, 0, 0);
     const id = BigInt(sh.id);
     this.directClean = false;
     const handle = this.handle;
     ring.front.putRequest(kind === 'discard'
-      ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector: piece.sector, nrSectors: piece.count }, this.reqBuf)
+      ? encodeRequest({ kind: 'discard', operation: BLKIF_OP_DISCARD, flag: 0, handle, id, sector, nrSectors: count }, this.reqBuf)
       : encodeRequest({ kind: 'rw', operation: operation as typeof BLKIF_OP_FLUSH_DISKCACHE, nrSegments: 0, handle, id, sector: 0, segs: [] }, this.reqBuf));
     this.stats.requests[kind === 'discard' ? 'discard' : operation === BLKIF_OP_FLUSH_DISKCACHE ? 'flush' : 'barrier']++;
-    return 'issued';
+    return count;
   }
 
-  /** BLKIF_OP_READ / BLKIF_OP_WRITE of the piece's first sectors, direct or indirect. */
-  private issueReadWrite(ring: BlkRing, queue: Piece[], piece: Piece, f: BlkFeatures): IssueResult {
+  /** BLKIF_OP_READ / BLKIF_OP_WRITE of the first sectors asked for, direct or indirect. */
+  private issueReadWrite(ring: BlkRing, op: IoOp, sector: number, count: number, offset: number, f: BlkFeatures): number {
     const maxSegs = f.maxIndirectSegments > BLKIF_MAX_SEGMENTS_PER_REQUEST ? f.maxIndirectSegments : BLKIF_MAX_SEGMENTS_PER_REQUEST;
-    const n = Math.min(piece.count, maxSegs * SECTORS_PER_PAGE);
+    const n = Math.min(count, maxSegs * SECTORS_PER_PAGE);
     const nseg = Math.ceil(n / SECTORS_PER_PAGE);
     const indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const nind = indirect ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
-    const op = piece.op;
     // Zero-copy I/O grants the caller's pages: only indirect pages come from the pool.
     const copy = op.blk === null;
-    if (!this.pages.available((copy ? nseg : 0) + nind)) return 'no-pages';
+    if (!this.pages.available((copy ? nseg : 0) + nind)) return ISSUE_NO_PAGES;
 
     const write = op.kind === 'write';
     // Direct requests write their segments straight into the request entry; indirect ones into indBuf.
@@ -133,25 +137,20 @@ export class RequestWriter {
       this.reqBuf.set(ZERO_ENTRY);
       this.directClean = true;
     }
-    const pages = this.takeDataPages(piece, n, nseg, write, indirect);
-    // (NO_PAGES is frozen: only pushed to when nind > 0, i.e. never.)
-    const indirectPages = nind > 0 ? this.writeIndirectPages(nseg, nind) : (NO_PAGES as GrantedPage[]);
-
-    // The request covers the first n sectors; the rest of the piece stays at the queue's head.
-    const head: Piece = n === piece.count ? piece : { op, sector: piece.sector, count: n, offset: piece.offset };
-    if (n === piece.count) queue.shift();
-    else queue[0] = { op, sector: piece.sector + n, count: piece.count - n, offset: piece.offset + n * SECTOR };
-
     const rwOp = write ? BLKIF_OP_WRITE : BLKIF_OP_READ;
-    const sh = ring.addShadow(head, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : undefined, pages, indirectPages);
+    // The request covers the first n sectors; the caller keeps the rest.
+    const sh = ring.claimShadow();
+    fillShadow(sh, op, sector, n, offset, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : -1, nseg, nind);
+    this.takeDataPages(sh, write, indirect);
     if (indirect) {
-      const id = BigInt(sh.id);
-      encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id, sector: piece.sector, indirectGrefs: indirectPages.map((p) => p.ref!) }, this.reqBuf);
+      this.writeIndirectPages(sh);
+      const indirectGrefs = sh.indirectPages.slice(0, nind).map((p) => p.ref!);
+      encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id: BigInt(sh.id), sector, indirectGrefs }, this.reqBuf);
       this.directClean = false;
       ring.front.putRequest(this.reqBuf);
     } else {
       // struct blkif_request as encodeRequest writes it (the segments are in already).
-      setRwRequestHeader(this.reqView, rwOp, nseg, this.handle, piece.sector);
+      setRwRequestHeader(this.reqView, rwOp, nseg, this.handle, sector);
       setRequestIdLow(this.reqView, sh.id);
       ring.front.putRequest(this.directViews[nseg]!);
     }
@@ -161,25 +160,27 @@ export class RequestWriter {
     else if (write) counts.write++;
     else counts.read++;
     this.stats.segments += nseg;
-    return 'issued';
+    return n;
   }
 
   /**
-   * Grant the `nseg` data pages of the piece's first `n` sectors: pool pages
-   * (the data copied in for a write) for a Uint8Array, the buffer's own pages
-   * for a BlkBuffer (nothing copied; the piece's offset is page-aligned).
-   * Each segment goes into indBuf if `indirect`, else straight into
-   * the request entry (direct).
+   * Grant the data pages of the request of `sh` (its npages segments, its
+   * count sectors from its offset in the I/O's buffer) into sh.pages: pool
+   * pages (the data copied in for a write) for a Uint8Array, the buffer's
+   * own pages for a BlkBuffer (nothing copied; the offset is page-aligned).
+   * Each segment goes into indBuf if `indirect`, else straight into the
+   * request entry (direct).
    */
-  private takeDataPages(piece: Piece, n: number, nseg: number, write: boolean, indirect: boolean): GrantedPage[] {
+  private takeDataPages(sh: Shadow, write: boolean, indirect: boolean): void {
     const mem = this.xen.k.mem;
     const dv = this.reqView;
-    const op = piece.op;
+    const op = sh.op!;
     const blk = op.blk;
     const buf = op.buf as Uint8Array;
-    const first = piece.offset / PAGE_SIZE;
-    // Sized up front: pushing onto [] grows its backing store (a runtime call).
-    const pages = new Array<GrantedPage>(nseg);
+    const n = sh.count;
+    const nseg = sh.npages;
+    const first = sh.offset / PAGE_SIZE;
+    const pages = sh.pages;
     for (let k = 0; k < nseg; k++) {
       const sectors = Math.min(SECTORS_PER_PAGE, n - k * SECTORS_PER_PAGE);
       let p: GrantedPage;
@@ -188,36 +189,48 @@ export class RequestWriter {
       } else {
         p = this.pages.take(write)!;
         if (write) {
-          const at = piece.offset + k * PAGE_SIZE;
+          const at = sh.offset + k * PAGE_SIZE;
           mem.write(p.gpa, at === 0 && sectors * SECTOR === buf.length ? buf : buf.subarray(at, at + sectors * SECTOR));
         }
       }
-      pages[k] = p;
+      // The shadow's list is reused: it grows only to the most pages a request of its id has had.
+      if (k < pages.length) pages[k] = p;
+      else pages.push(p);
       if (indirect) {
         setIndirectSegment(this.indView, k, p.ref!, 0, sectors - 1);
       } else {
         setRequestSegment(dv, k, p.ref!, 0, sectors - 1);
       }
     }
-    return pages;
   }
 
   /**
-   * Take and grant `nind` indirect pages (read-only) and write into them the
-   * `nseg` segments in indBuf, SEGS_PER_INDIRECT_FRAME a page, the rest of the
-   * last page zero.
+   * Take and grant the nind indirect pages of `sh` (read-only) into
+   * sh.indirectPages and write into them its npages segments in indBuf,
+   * SEGS_PER_INDIRECT_FRAME a page, the rest of the last page zero.
    */
-  private writeIndirectPages(nseg: number, nind: number): GrantedPage[] {
+  private writeIndirectPages(sh: Shadow): void {
     const mem = this.xen.k.mem;
-    this.indBuf.fill(0, nseg * BLKIF_REQUEST_SEGMENT.size, nind * PAGE_SIZE);
-    const indirectPages: GrantedPage[] = [];
+    const nind = sh.nind;
+    this.indBuf.fill(0, sh.npages * BLKIF_REQUEST_SEGMENT.size, nind * PAGE_SIZE);
+    const pages = sh.indirectPages;
     for (let i = 0; i < nind; i++) {
       const p = this.pages.take(true)!;
       mem.write(p.gpa, this.indBuf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
-      indirectPages.push(p);
+      if (i < pages.length) pages[i] = p;
+      else pages.push(p);
     }
-    return indirectPages;
   }
+}
 
-
+/** Fill in a claimed shadow for the request about to go on the ring (its pages are set as they are taken). */
+function fillShadow(sh: Shadow, op: IoOp, sector: number, count: number, offset: number, operation: number, indirectOp: number, npages: number, nind: number): void {
+  sh.op = op;
+  sh.sector = sector;
+  sh.count = count;
+  sh.offset = offset;
+  sh.operation = operation;
+  sh.indirectOp = indirectOp;
+  sh.npages = npages;
+  sh.nind = nind;
 }

@@ -69,28 +69,44 @@ export interface Piece {
 }
 
 /**
- * What a request in flight under an id was for (blk_shadow). A plain object
- * (one per request): a class with these as fields defines each one before
- * its constructor sets it (ES2022 class fields), ~1% of the null
- * benchmark's guest vCPU (profiled).
+ * What the request in flight under an id is for (blk_shadow): one per ring
+ * slot, made with the ring and filled in again by every request issued
+ * under its id (nothing allocated per request). In flight while `op` is
+ * not null.
  */
 export interface Shadow {
   readonly id: number;
+  /** The I/O the request is a part of; null while the id is free. */
+  op: IoOp | null;
   /** Submission order, to re-issue in the same order after a reconnect. */
-  readonly seq: number;
-  readonly piece: Piece;
+  seq: number;
+  /** The part of `op` the request covers (a Piece's fields): first sector, units, byte offset in op.buf. */
+  sector: number;
+  count: number;
+  offset: number;
   /** The blkif operation sent (BLKIF_OP_INDIRECT for indirect requests). */
-  readonly operation: number;
-  /** For indirect requests, the operation of its segments. */
-  readonly indirectOp: number | undefined;
+  operation: number;
+  /** For indirect requests, the operation of its segments; else -1 (no operation). */
+  indirectOp: number;
+  /** The request's data pages are the first `npages` of `pages` (reused: entries past npages are stale). */
+  readonly pages: GrantedPage[];
+  npages: number;
+  /** Its indirect pages, the first `nind` of `indirectPages` (reused likewise). */
+  readonly indirectPages: GrantedPage[];
+  nind: number;
+}
+
+/** A request in flight when its ring was torn down: its part of the I/O, and every page it held. */
+export interface Unanswered {
+  readonly piece: Piece;
   readonly pages: readonly GrantedPage[];
-  readonly indirectPages: readonly GrantedPage[];
 }
 
 export class BlkRing {
   readonly front: FrontRing;
   readonly refs: readonly GrantRef[];
-  private readonly shadows: Array<Shadow | undefined>;
+  /** One shadow per id (0..size-1). */
+  private readonly shadows: readonly Shadow[];
   private readonly freeIds: number[] = [];
   private nextSeq = 0;
   private ended = false;
@@ -108,7 +124,9 @@ export class BlkRing {
     sharedRingInit(mem, base);
     this.front = new FrontRing(mem, ringGeometry(base, PAGE_SIZE << order, BLKIF_RING_ENTRY_SIZE));
     this.refs = this.pageGfns.map((g) => gnttab.grantAccess(backend, g));
-    this.shadows = new Array<Shadow | undefined>(this.front.size).fill(undefined);
+    this.shadows = Array.from({ length: this.front.size }, (_, id): Shadow => ({
+      id, op: null, seq: 0, sector: 0, count: 0, offset: 0, operation: 0, indirectOp: -1, pages: [], npages: 0, indirectPages: [], nind: 0,
+    }));
     for (let id = this.front.size - 1; id >= 0; id--) this.freeIds.push(id);
   }
 
@@ -119,35 +137,44 @@ export class BlkRing {
   /** A slot and an id are free for one more request. */
   get canQueue(): boolean { return this.freeIds.length > 0 && this.front.freeRequests() > 0; }
 
-  /** Record a request about to be put on the ring; returns its shadow (whose id the request carries). */
-  addShadow(piece: Piece, operation: number, indirectOp: number | undefined, pages: readonly GrantedPage[], indirectPages: readonly GrantedPage[]): Shadow {
+  /**
+   * A free id for a request about to be put on the ring (the caller checked
+   * canQueue): its shadow, whose `op` and the rest the caller fills in.
+   */
+  claimShadow(): Shadow {
     const id = this.freeIds.pop();
     if (id === undefined) throw new Error('no free request id: check canQueue first');
-    const sh: Shadow = { id, seq: this.nextSeq++, piece, operation, indirectOp, pages, indirectPages };
-    this.shadows[id] = sh;
+    const sh = this.shadows[id]!;
+    sh.seq = this.nextSeq++;
     return sh;
   }
 
   /**
-   * The shadow of response id `id` (removed from the table), or undefined if
-   * no such request is in flight. `id` is the u64's low word; `idHigh` its
-   * high word (any id >= 2^32 is unknown).
+   * The shadow of the request in flight under response id `id` (the u64's
+   * low word; `idHigh` its high word: any id >= 2^32 is unknown), or
+   * undefined if there is none. It stays in flight until freeShadow.
    */
-  takeShadow(id: number, idHigh = 0): Shadow | undefined {
-    if (idHigh !== 0 || id < 0 || id >= this.size) return undefined;
-    const n = id;
-    const sh = this.shadows[n];
-    if (!sh) return undefined;
-    this.shadows[n] = undefined;
-    this.freeIds.push(n);
-    return sh;
+  shadowOf(id: number, idHigh = 0): Shadow | undefined {
+    if (idHigh !== 0 || id < 0 || id >= this.shadows.length) return undefined;
+    const sh = this.shadows[id]!;
+    return sh.op === null ? undefined : sh;
   }
 
-  /** Every request still in flight, in submission order, removed from the table. */
-  takeAll(): Shadow[] {
-    const all = this.shadows.filter((s): s is Shadow => s !== undefined).sort((a, b) => a.seq - b.seq);
-    for (const s of all) this.takeShadow(s.id);
-    return all;
+  /** The request of `sh` is over: its id is free for another. */
+  freeShadow(sh: Shadow): void {
+    sh.op = null;
+    this.freeIds.push(sh.id);
+  }
+
+  /** Every request still in flight, in submission order, its id freed. */
+  takeAll(): Unanswered[] {
+    const all = this.shadows.filter((s) => s.op !== null).sort((a, b) => a.seq - b.seq);
+    return all.map((sh) => {
+      const piece: Piece = { op: sh.op!, sector: sh.sector, count: sh.count, offset: sh.offset };
+      const pages = [...sh.pages.slice(0, sh.npages), ...sh.indirectPages.slice(0, sh.nind)];
+      this.freeShadow(sh);
+      return { piece, pages };
+    });
   }
 
   /**

@@ -240,8 +240,10 @@ export class BlkDataPath {
     }
     op.left -= count;
     if (op.left <= 0 && !op.settled) this.settle(op);
-    if (this.queue.length === 0 && this.inFlight === 0) this.wakeDrainWaiters();
-    if (this.inFlight === 0 && this.host.state() === 'Closing' && !this.host.finalised()) this.host.idleWhileClosing();
+    // (Looked at once: inFlight is two property reads and a getter's.)
+    if (this.inFlight > 0) return;
+    if (this.queue.length === 0) this.wakeDrainWaiters();
+    if (this.host.state() === 'Closing' && !this.host.finalised()) this.host.idleWhileClosing();
   }
 
   /**

@@ -127,8 +127,8 @@ export class RequestWriter {
     const indirect = nseg > BLKIF_MAX_SEGMENTS_PER_REQUEST;
     const nind = indirect ? Math.ceil(nseg / SEGS_PER_INDIRECT_FRAME) : 0;
     // Zero-copy I/O grants the caller's pages: only indirect pages come from the pool.
-    const copy = op.blk === null;
-    if (!this.pages.available((copy ? nseg : 0) + nind)) return ISSUE_NO_PAGES;
+    const need = (op.blk === null ? nseg : 0) + nind;
+    if (need > 0 && !this.pages.available(need)) return ISSUE_NO_PAGES;
 
     const write = op.kind === 'write';
     // Direct requests write their segments straight into the request entry; indirect ones into indBuf.

@@ -87,6 +87,34 @@ describe('blkfront: reconnection and unplug', () => {
     }
   });
 
+  it('requests left unanswered by a crash go out again in submission order, before what waited behind them (a later write to a sector still wins)', async () => {
+    const t = await bench();
+    const dev = await t.connect({ persistent: true });
+    const slots = dev.features.ringSize;
+    t.back.misbehave.hold = true;
+    // A ring's worth of 4 KiB writes at sectors 0, 8, ...; then six more: five past them, the last over
+    // the fifth write (sector 32), which is still unanswered when the backend crashes.
+    const writes = Array.from({ length: slots }, (_, i) => dev.write(i * 8, pattern(i * 8, 8, 1)));
+    const extra = [...Array.from({ length: 5 }, (_, k) => (slots + k) * 8), 32];
+    for (const s of extra) writes.push(dev.write(s, pattern(s, 8, 9)));
+    await t.settle(3);
+    expect([t.back.heldCount, dev.queued]).toEqual([slots, 6]);
+    // Four answered: four of the six go on the ring, two still wait in the driver's queue.
+    t.back.release(4);
+    await t.settle(2);
+    expect([t.back.heldCount, dev.queued]).toEqual([slots, 2]);
+    await t.back.crash();
+    await t.until(() => dev.state === 'Closed');
+    const before = t.back.seen.length;
+    t.back.misbehave.hold = false;
+    await t.back.restart();
+    await t.run(Promise.all(writes));
+    const again = t.back.seen.slice(before).filter((s) => s.req.kind === 'rw').map((s) => s.req.sector);
+    expect(again).toEqual([...Array.from({ length: slots - 4 }, (_, i) => (i + 4) * 8), ...extra]);
+    expect(dev.stats.reissued).toBe(slots);
+    expect(t.back.disk.subarray(32 * 512, 40 * 512)).toEqual(pattern(32, 8, 9));
+  });
+
   it('a Linux-style backend that drops the ring answers our Initialising with InitWait; nothing is lost', async () => {
     const t = await bench();
     const dev = await t.connect({ persistent: false });

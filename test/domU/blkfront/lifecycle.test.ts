@@ -109,7 +109,7 @@ describe('blkfront: reconnection and unplug', () => {
     t.back.misbehave.hold = false;
     await t.back.restart();
     await t.run(Promise.all(writes));
-    const again = t.back.seen.slice(before).filter((s) => s.req.kind === 'rw').map((s) => s.req.sector);
+    const again = t.back.seen.slice(before).flatMap((s) => (s.req.kind === 'rw' ? [s.req.sector] : []));
     expect(again).toEqual([...Array.from({ length: slots - 4 }, (_, i) => (i + 4) * 8), ...extra]);
     expect(dev.stats.reissued).toBe(slots);
     expect(t.back.disk.subarray(32 * 512, 40 * 512)).toEqual(pattern(32, 8, 9));

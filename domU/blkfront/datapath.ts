@@ -1,13 +1,15 @@
 /**
  * blkfront's data path (Linux blkfront's blkif_queue_rq and blkif_interrupt):
  * the driver's queue of I/O pieces, the current ring, and its responses.
- * Queued pieces go on the ring while slots, ids and pages allow
+ * A new I/O goes on the ring at once (submit) unless something waits before
+ * it; queued pieces go on the ring while slots, ids and pages allow
  * (requests.ts), are pushed once per burst (push.ts), and are retired as
  * responses come (completion.ts). The handshake (blkfront.ts) gives it a
  * ring (`attach`) and takes it away (`teardownRing`).
  *
  * Hot path: no allocation per response (read in place from one reused
- * copy), and per request only what the shadow keeps.
+ * copy) nor per request (each id's shadow is reused); an I/O that finds
+ * nothing queued and room on the ring goes on it without a queue entry.
  */
 import { BLKIF_RSP_EOPNOTSUPP, BLKIF_RSP_OKAY, BLKIF_SECTOR_SIZE } from '../../shared/abi/blkif.ts';
 import type { EventChannels } from '../../shared/guest/evtchn.ts';

@@ -18,7 +18,7 @@ import type { XenbusStateName } from '../../shared/xenbus/state.ts';
 import { copyOut, ResponseCopy, u64Text, withoutFeature } from './completion.ts';
 import type { DataPages } from './grants.ts';
 import { PushBatch } from './push.ts';
-import { ISSUE_NO_FLUSH, ISSUE_NO_PAGES, RequestWriter } from './requests.ts';
+import { ISSUE_NO_FLUSH, ISSUE_NO_GRANTS, ISSUE_NO_PAGES, RequestWriter } from './requests.ts';
 import type { BlkRing, IoOp, Piece, Shadow } from './ring.ts';
 import { BlkfrontError, blkifStatusName, type BlkFeatures, type BlkfrontStats } from './types.ts';
 
@@ -27,8 +27,15 @@ const SECTOR = BLKIF_SECTOR_SIZE;
 export const NO_FLUSH = 'flush: the backend offers neither feature-flush-cache nor feature-barrier';
 export const NO_DISCARD = 'discard: the backend does not offer feature-discard';
 
-/** The error of a flush or discard the backend does not offer (ISSUE_NO_FLUSH / ISSUE_NO_DISCARD). */
-function unsupported(r: number): BlkfrontError {
+/**
+ * The error an I/O fails with when `issue` refused it for good: a flush or
+ * discard the backend does not offer (ISSUE_NO_FLUSH / ISSUE_NO_DISCARD), or
+ * pages that could not be granted (ISSUE_NO_GRANTS, `why` the grant table's
+ * error; Linux waits for grant references to free up, but here nothing may
+ * ever free one: a persistent grant lasts as long as the connection).
+ */
+function refusal(r: number, op: IoOp, why: string): BlkfrontError {
+  if (r === ISSUE_NO_GRANTS) return new BlkfrontError('grants', `${op.kind}: its pages could not be granted to the backend (${why})`);
   return new BlkfrontError('unsupported', r === ISSUE_NO_FLUSH ? NO_FLUSH : NO_DISCARD);
 }
 
@@ -307,7 +314,7 @@ export class BlkDataPath {
         return;
       }
       if (r !== ISSUE_NO_PAGES) {
-        this.finishPiece(op, count, unsupported(r));
+        this.finishPiece(op, count, refusal(r, op, this.writer.grantFailure));
         return;
       }
     }
@@ -333,9 +340,10 @@ export class BlkDataPath {
       } else if (r > 0) {
         this.queue[0] = { op: p.op, sector: p.sector + r, count: p.count - r, offset: p.offset + r * SECTOR };
       } else {
-        // A flush or discard the backend does not offer fails without a request (it still counts as put).
+        // A flush or discard the backend does not offer, or pages that cannot be granted:
+        // the I/O fails without a request (it still counts as put).
         this.queue.shift();
-        this.finishPiece(p.op, p.count, unsupported(r));
+        this.finishPiece(p.op, p.count, refusal(r, p.op, this.writer.grantFailure));
       }
       put++;
     }

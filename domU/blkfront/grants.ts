@@ -110,6 +110,8 @@ export class DataPages {
    * A page granted to the backend: writable unless `readonly` (persistent
    * pages are always writable: the backend maps them read-write once for
    * all uses, as Linux blkback does). Undefined when the budget is spent.
+   * Throws the grant table's error (GrantTableFullError) when no grant
+   * reference is left, the page kept in the pool.
    */
   take(readonly: boolean): GrantedPage | undefined {
     let p = this.free.pop();
@@ -121,7 +123,13 @@ export class DataPages {
     }
     if (p.ref === undefined) {
       p.readonly = this.persistent ? false : readonly;
-      p.ref = this.gnttab.grantAccess(this.backend, p.gfn, p.readonly);
+      try {
+        p.ref = this.gnttab.grantAccess(this.backend, p.gfn, p.readonly);
+      } catch (e) {
+        // No grant reference (our table is full): the page stays in the pool, ungranted.
+        this.free.push(p);
+        throw e;
+      }
       this.stats.granted++;
     }
     return p;
@@ -144,8 +152,9 @@ export class DataPages {
       }
       return g;
     }
+    const ref = this.gnttab.grantAccess(this.backend, bp.gfn, readonly);
     this.stats.granted++;
-    return { gfn: bp.gfn, gpa: bp.gpa, ref: this.gnttab.grantAccess(this.backend, bp.gfn, readonly), readonly, of: bp };
+    return { gfn: bp.gfn, gpa: bp.gpa, ref, readonly, of: bp };
   }
 
   /**

@@ -20,7 +20,8 @@ import {
 import {
   encodeRequest, setIndirectSegment, setRequestIdLow, setRequestSegment, setRwRequestHeader,
 } from '../../shared/blkif/proto.ts';
-import type { Xen } from '../../shared/guest/xen.ts';
+import { GrantTableFullError } from '../../shared/guest/gnttab.ts';
+import { XenError, type Xen } from '../../shared/guest/xen.ts';
 import { PAGE_SIZE } from '../../shared/types.ts';
 import type { DataPages, GrantedPage } from './grants.ts';
 import type { BlkRing, IoOp, Shadow } from './ring.ts';
@@ -38,12 +39,15 @@ const directBytes = (nseg: number): number => BLKIF_REQUEST.fields.seg.offset + 
 /**
  * What `issue` returns when it puts nothing on the ring (all negative; a
  * request issued returns the units it covers): the page budget is spent
- * (the caller waits for responses to give pages back), or the backend
- * offers no flush / no discard (the caller fails the I/O).
+ * (the caller waits for responses to give pages back), the backend offers
+ * no flush / no discard, or the pages could not be granted (the caller
+ * fails the I/O).
  */
 export const ISSUE_NO_PAGES = -1;
 export const ISSUE_NO_FLUSH = -2;
 export const ISSUE_NO_DISCARD = -3;
+/** The request's pages could not be granted (RequestWriter.grantFailure says why): the caller fails the I/O. */
+export const ISSUE_NO_GRANTS = -4;
 
 /**
  * Why `sector`+`count` cannot be done on `d` (outside the disk, or not
@@ -76,6 +80,8 @@ export class RequestWriter {
    * writes other offsets: the next direct request clears it first.
    */
   private directClean = true;
+  /** Why the last ISSUE_NO_GRANTS was returned (the grant table's error). */
+  grantFailure = '';
 
   constructor(
     private readonly xen: Xen,
@@ -90,7 +96,7 @@ export class RequestWriter {
    * units of `count` from `sector` of `op`, whose data is at byte `offset`
    * of op.buf. Returns how many units it covers (all of them but for a
    * read or write longer than one request takes), or ISSUE_NO_PAGES /
-   * ISSUE_NO_FLUSH / ISSUE_NO_DISCARD (nothing done).
+   * ISSUE_NO_FLUSH / ISSUE_NO_DISCARD / ISSUE_NO_GRANTS (nothing done).
    */
   issue(ring: BlkRing, op: IoOp, sector: number, count: number, offset: number, f: BlkFeatures): number {
     const kind = op.kind;
@@ -108,7 +114,7 @@ export class RequestWriter {
     else return ISSUE_NO_FLUSH;
     if (kind === 'discard' && !f.discard) return ISSUE_NO_DISCARD;
     const sh = ring.claimShadow();
-    fillShadow(sh, op, sector, count, 0, operation, -1, 0, 0);
+    fillShadow(sh, op, sector, count, 0, operation, -1);
     const id = BigInt(sh.id);
     this.directClean = false;
     const handle = this.handle;
@@ -140,10 +146,21 @@ export class RequestWriter {
     const rwOp = write ? BLKIF_OP_WRITE : BLKIF_OP_READ;
     // The request covers the first n sectors; the caller keeps the rest.
     const sh = ring.claimShadow();
-    fillShadow(sh, op, sector, n, offset, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : -1, nseg, nind);
-    this.takeDataPages(sh, write, indirect);
+    fillShadow(sh, op, sector, n, offset, indirect ? BLKIF_OP_INDIRECT : rwOp, indirect ? rwOp : -1);
+    try {
+      this.takeDataPages(sh, nseg, write, indirect);
+      if (indirect) this.writeIndirectPages(sh, nind);
+    } catch (e) {
+      // Its pages could not be granted (our grant table is full, or the
+      // hypervisor would not let it grow): nothing goes on the ring, the pages
+      // granted so far go back, the id is free again, and the caller fails
+      // the I/O with `grantFailure`. Anything else is our bug: thrown on.
+      this.dropShadow(ring, sh);
+      if (!(e instanceof GrantTableFullError) && !(e instanceof XenError)) throw e;
+      this.grantFailure = e.message;
+      return ISSUE_NO_GRANTS;
+    }
     if (indirect) {
-      this.writeIndirectPages(sh);
       const indirectGrefs = sh.indirectPages.slice(0, nind).map((p) => p.ref!);
       encodeRequest({ kind: 'indirect', operation: BLKIF_OP_INDIRECT, indirectOp: rwOp, nrSegments: nseg, handle: this.handle, id: BigInt(sh.id), sector, indirectGrefs }, this.reqBuf);
       this.directClean = false;
@@ -164,21 +181,21 @@ export class RequestWriter {
   }
 
   /**
-   * Grant the data pages of the request of `sh` (its npages segments, its
-   * count sectors from its offset in the I/O's buffer) into sh.pages: pool
+   * Grant the `nseg` data pages of the request of `sh` (its count sectors
+   * from its offset in the I/O's buffer) into sh.pages, sh.npages counting
+   * them as they are taken (so that a throw leaves it exact): pool
    * pages (the data copied in for a write) for a Uint8Array, the buffer's
    * own pages for a BlkBuffer (nothing copied; the offset is page-aligned).
    * Each segment goes into indBuf if `indirect`, else straight into the
    * request entry (direct).
    */
-  private takeDataPages(sh: Shadow, write: boolean, indirect: boolean): void {
+  private takeDataPages(sh: Shadow, nseg: number, write: boolean, indirect: boolean): void {
     const mem = this.xen.k.mem;
     const dv = this.reqView;
     const op = sh.op!;
     const blk = op.blk;
     const buf = op.buf as Uint8Array;
     const n = sh.count;
-    const nseg = sh.npages;
     const first = sh.offset / PAGE_SIZE;
     const pages = sh.pages;
     for (let k = 0; k < nseg; k++) {
@@ -196,6 +213,7 @@ export class RequestWriter {
       // The shadow's list is reused: it grows only to the most pages a request of its id has had.
       if (k < pages.length) pages[k] = p;
       else pages.push(p);
+      sh.npages = k + 1;
       if (indirect) {
         setIndirectSegment(this.indView, k, p.ref!, 0, sectors - 1);
       } else {
@@ -205,13 +223,13 @@ export class RequestWriter {
   }
 
   /**
-   * Take and grant the nind indirect pages of `sh` (read-only) into
-   * sh.indirectPages and write into them its npages segments in indBuf,
-   * SEGS_PER_INDIRECT_FRAME a page, the rest of the last page zero.
+   * Take and grant `nind` indirect pages for `sh` (read-only) into
+   * sh.indirectPages (sh.nind counting them) and write into them its npages
+   * segments in indBuf, SEGS_PER_INDIRECT_FRAME a page, the rest of the last
+   * page zero.
    */
-  private writeIndirectPages(sh: Shadow): void {
+  private writeIndirectPages(sh: Shadow, nind: number): void {
     const mem = this.xen.k.mem;
-    const nind = sh.nind;
     this.indBuf.fill(0, sh.npages * BLKIF_REQUEST_SEGMENT.size, nind * PAGE_SIZE);
     const pages = sh.indirectPages;
     for (let i = 0; i < nind; i++) {
@@ -219,18 +237,26 @@ export class RequestWriter {
       mem.write(p.gpa, this.indBuf.subarray(i * PAGE_SIZE, (i + 1) * PAGE_SIZE));
       if (i < pages.length) pages[i] = p;
       else pages.push(p);
+      sh.nind = i + 1;
     }
+  }
+
+  /** A request that could not be built: its pages go back (grants ended unless persistent) and its id is freed. */
+  private dropShadow(ring: BlkRing, sh: Shadow): void {
+    for (let i = 0; i < sh.npages; i++) this.pages.give(sh.pages[i]!);
+    for (let i = 0; i < sh.nind; i++) this.pages.give(sh.indirectPages[i]!);
+    ring.freeShadow(sh);
   }
 }
 
-/** Fill in a claimed shadow for the request about to go on the ring (its pages are set as they are taken). */
-function fillShadow(sh: Shadow, op: IoOp, sector: number, count: number, offset: number, operation: number, indirectOp: number, npages: number, nind: number): void {
+/** Fill in a claimed shadow for the request about to go on the ring (no pages yet: they are counted as they are taken). */
+function fillShadow(sh: Shadow, op: IoOp, sector: number, count: number, offset: number, operation: number, indirectOp: number): void {
   sh.op = op;
   sh.sector = sector;
   sh.count = count;
   sh.offset = offset;
   sh.operation = operation;
   sh.indirectOp = indirectOp;
-  sh.npages = npages;
-  sh.nind = nind;
+  sh.npages = 0;
+  sh.nind = 0;
 }

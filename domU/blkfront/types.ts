@@ -59,7 +59,9 @@ export type BlkfrontErrorReason =
   /** The device was hot-unplugged before the request was answered. */
   | 'removed'
   /** The device was closed by the guest. */
-  | 'closed';
+  | 'closed'
+  /** The request's pages could not be granted to the backend (our grant table is full). */
+  | 'grants';
 
 export class BlkfrontError extends Error {
   constructor(readonly reason: BlkfrontErrorReason, message: string, readonly status?: number) {

@@ -85,6 +85,14 @@ const FRAME = GRANT_ENTRY_V1.fields.frame.offset;
 /** Guest-side bound on waiting for a committed transfer to complete (it completes inside one hypercall). */
 const TRANSFER_SPINS = 100_000_000;
 
+/** Every reference of our grant table is in use and it has max_grant_frames frames already. */
+export class GrantTableFullError extends Error {
+  constructor(readonly maxFrames: number) {
+    super(`out of grant references (all ${maxFrames} grant frames in use)`);
+    this.name = 'GrantTableFullError';
+  }
+}
+
 export class GrantTable {
   /** max_grant_frames of this domain (query_size). */
   readonly maxFrames: number;
@@ -149,7 +157,7 @@ export class GrantTable {
   private takeRef(): number {
     if (this.freeRefs.length === 0 && this.nrFrames < this.maxFrames) this.grow(this.nrFrames + 1);
     const r = this.freeRefs.pop();
-    if (r === undefined) throw new Error('out of grant references');
+    if (r === undefined) throw new GrantTableFullError(this.maxFrames);
     return r;
   }
 

@@ -11,6 +11,9 @@ import { bench, outcome, pattern, sameBytes, unplugWithHeld } from './setup.ts';
 import { BLKIF_OP_INDIRECT, BLKIF_OP_READ, BLKIF_OP_WRITE } from '../../../shared/abi/blkif.ts';
 import { GTF_readonly } from '../../../shared/abi/grant-table.ts';
 import { BlkBuffer } from '../../../domU/blkfront/blkfront.ts';
+import { BlkfrontError } from '../../../domU/blkfront/types.ts';
+import { GrantTableFullError } from '../../../shared/guest/gnttab.ts';
+import type { GrantRef } from '../../../shared/types.ts';
 
 const PAGE = 4096;
 
@@ -256,6 +259,59 @@ describe('blkfront zero-copy buffers', () => {
     await t.run(dev.readPages(0, rb));
     expect(sameBytes(bytesOf(rb, 0, data.length), data)).toBe(true);
     expect(dev.grantStats.granted).toBe(dev.grantStats.ended);
+  });
+});
+
+describe('blkfront zero-copy buffers: our grant table full', () => {
+  it('pages that cannot be granted fail the I/O with "grants"; what was granted for it goes back and the device goes on', async () => {
+    const t = await bench();
+    const dev = await t.connect({ persistent: false, maxIndirectSegments: 32 });
+    const buf = dev.allocBuffer(40 * PAGE);
+    const data = pattern(0, 320, 4);
+    buf.write(0, data);
+    // Grant some page of ours to Dom0 until the table is full (max_grant_frames), then free `n` references.
+    const filler: GrantRef[] = [];
+    for (;;) {
+      try {
+        filler.push(t.ggnt.grantAccess(0, buf.pages[0]!.gfn));
+      } catch (e) {
+        if (e instanceof GrantTableFullError) break;
+        throw e;
+      }
+    }
+    const free = (n: number): void => {
+      for (let i = 0; i < n; i++) expect(t.ggnt.endAccess(filler.pop()!)).toBe(true);
+    };
+    const failure = async (p: Promise<void>): Promise<string> => {
+      const e: unknown = await t.run(p.then(() => undefined, (x: unknown) => x));
+      expect(e).toBeInstanceOf(BlkfrontError);
+      const err = e as BlkfrontError;
+      expect(err.message).toMatch(/could not be granted to the backend \(out of grant references/);
+      return err.reason;
+    };
+    const sent = t.back.seen.length;
+    // One direct request of 8 pages with 3 references free: fails at its 4th page.
+    free(3);
+    expect(await failure(dev.writePages(0, buf, 0, 64))).toBe('grants');
+    expect([t.ggnt.freeRefCount, dev.inFlight, t.back.seen.length]).toEqual([3, 0, sent]);
+    // One indirect request of 32 pages with 32 free: its data pages are granted, its indirect page is not.
+    free(29);
+    expect(await failure(dev.writePages(0, buf, 0, 256))).toBe('grants');
+    expect([t.ggnt.freeRefCount, dev.inFlight, t.back.seen.length, dev.pagesInUse]).toEqual([32, 0, sent, 0]);
+    expect(dev.grantStats.granted).toBe(dev.grantStats.ended);
+    // 40 pages with 35 free: the first request (32 pages, one indirect page) goes out; the rest (8 pages) cannot.
+    free(3);
+    expect(await failure(dev.writePages(0, buf))).toBe('grants');
+    expect(t.back.seen.slice(sent).map((x) => [x.req.operation, x.segs.length])).toEqual([[BLKIF_OP_INDIRECT, 32]]);
+    expect(sameBytes(t.back.disk.subarray(0, 32 * PAGE), data.subarray(0, 32 * PAGE))).toBe(true);
+    expect([t.ggnt.freeRefCount, dev.inFlight]).toEqual([35, 0]);
+    // With the table's references back, the same I/O goes through; nothing is left pending or granted.
+    free(filler.length);
+    buf.write(0, pattern(0, 320, 5));
+    await t.run(dev.writePages(0, buf));
+    expect(sameBytes(t.back.disk.subarray(0, 40 * PAGE), pattern(0, 320, 5))).toBe(true);
+    expect(dev.grantStats.granted).toBe(dev.grantStats.ended);
+    dev.freeBuffer(buf);
   });
 });
 

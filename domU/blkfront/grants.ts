@@ -172,6 +172,18 @@ export class DataPages {
   }
 
   /**
+   * give() every page a request held: the first `npages` of `pages` and the
+   * first `nind` of `indirectPages` (a shadow's reused lists, ring.ts).
+   */
+  giveRequestPages(r: { readonly pages: readonly GrantedPage[]; readonly npages: number; readonly indirectPages: readonly GrantedPage[]; readonly nind: number }): void {
+    // Indexed loops: a for-of here ran V8's array iterator builtin per request (profiled).
+    const pages = r.pages;
+    for (let i = 0; i < r.npages; i++) this.give(pages[i]!);
+    const ind = r.indirectPages;
+    for (let i = 0; i < r.nind; i++) this.give(ind[i]!);
+  }
+
+  /**
    * End every pooled grant and every buffer page's persistent grant (the
    * connection is over; nothing is in flight). Pages whose grant cannot end
    * are leaked; buffer grants leaked earlier are tried again.

@@ -243,8 +243,7 @@ export class RequestWriter {
 
   /** A request that could not be built: its pages go back (grants ended unless persistent) and its id is freed. */
   private dropShadow(ring: BlkRing, sh: Shadow): void {
-    for (let i = 0; i < sh.npages; i++) this.pages.give(sh.pages[i]!);
-    for (let i = 0; i < sh.nind; i++) this.pages.give(sh.indirectPages[i]!);
+    this.pages.giveRequestPages(sh);
     ring.freeShadow(sh);
   }
 }
